@@ -1,0 +1,25 @@
+"""il2pkpd: Bayesian PK/PD modelling of recombinant interleukin-2 with JAX and NumPyro."""
+
+from il2pkpd._config import enable_x64
+from il2pkpd._version import __version__
+from il2pkpd.errors import (
+    DatasetError,
+    InputError,
+    ModelFileError,
+    OptionError,
+    ParameterError,
+    RegimenError,
+    UnitError,
+)
+
+__all__ = [
+    "__version__",
+    "enable_x64",
+    "InputError",
+    "DatasetError",
+    "ModelFileError",
+    "ParameterError",
+    "RegimenError",
+    "UnitError",
+    "OptionError",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from il2pkpd.cli import main
+
+sys.exit(main())
