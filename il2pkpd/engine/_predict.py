@@ -1,0 +1,286 @@
+"""``make_predict_fn`` (the JAX prediction function) and ``predict`` (the user-facing API)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from il2pkpd.engine._closed_form import closed_form_predict
+from il2pkpd.engine._events import DoseKind, EventArrays, build_events
+from il2pkpd.errors import OptionError, ParameterError
+from il2pkpd.models import Model, load_model
+from il2pkpd.models._model import DOMAINS, domain_ok
+
+__all__ = ["make_predict_fn", "predict", "needed_parameters", "dose_quantities"]
+
+PredictFn = Callable[[Mapping[str, jax.Array]], tuple[jax.Array, jax.Array]]
+
+
+def needed_parameters(model: Model, events: EventArrays) -> tuple[str, ...]:
+    """Parameters a prediction for *events* needs: the model's own plus TLAG/F/R/D in use.
+
+    ``R<n>`` / ``D<n>`` are needed only when a dose into compartment *n* has RATE -1 / -2.
+    """
+    kind = np.asarray(events.dose_kind)[np.asarray(events.dose_mask)]
+    slot = np.asarray(events.dose_slot)[np.asarray(events.dose_mask)]
+    names = []
+    for spec in model.parameters:
+        if spec.name[0] in "RD" and spec.auto:
+            prefix, n = spec.name[0], int(spec.name[1:])
+            code = DoseKind.RATE_PARAM if prefix == "R" else DoseKind.DURATION_PARAM
+            i = model.dosing_cmts.index(n)
+            if not np.any((kind == code) & (slot == i)):
+                continue
+        names.append(spec.name)
+    return tuple(names)
+
+
+def _complete(model: Model, needed: tuple[str, ...], params: Mapping[str, Any],
+              n_subjects: int) -> dict[str, jax.Array]:
+    """Every model parameter as an (S,) array: given, else default, else (if unused) 1."""
+    out: dict[str, jax.Array] = {}
+    missing = []
+    for spec in model.parameters:
+        if spec.name in params:
+            v = jnp.asarray(params[spec.name], dtype=float)
+            out[spec.name] = jnp.broadcast_to(v, (n_subjects,)) if v.ndim == 0 else v
+        elif spec.default is not None:
+            out[spec.name] = jnp.full((n_subjects,), spec.default)
+        elif spec.name in needed:
+            missing.append(spec.name)
+        else:
+            out[spec.name] = jnp.ones((n_subjects,))
+    if missing:
+        raise ParameterError(f"missing parameter(s) {', '.join(missing)} for model "
+                             f"{model.name}: they have no default and the data need them "
+                             "(RATE -1 needs R<n>, RATE -2 needs D<n>).")
+    return out
+
+
+def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -> dict:
+    """Per-dose lag, amount, infusion rate and duration, each (S, D).
+
+    ``amt`` is F*AMT (bolus); for RATE > 0 the rate is RATE and the duration F*AMT/RATE (F
+    scales the duration, as in NONMEM); RATE -1: rate R<n>; RATE -2: duration D<n>, rate
+    F*AMT/D<n>; constant infusion (AMT 0, SS 1): rate RATE, F not applied.
+    """
+    slots = model.dosing_cmts
+
+    def per_dose(prefix: str) -> jax.Array:
+        table = jnp.stack([p[f"{prefix}{n}"] for n in slots], -1)       # (S, K)
+        return jnp.take_along_axis(table, ev.dose_slot.astype(jnp.int32), axis=1)
+
+    lag, f = per_dose("TLAG"), per_dose("F")
+    kind = ev.dose_kind
+    amt = f * ev.dose_amt
+    is_rate_col = (kind == DoseKind.INFUSION) | (kind == DoseKind.CONSTANT_INFUSION)
+    rate_col = jnp.where(is_rate_col, ev.dose_rate, 1.0)
+    r_par = per_dose("R")
+    d_par = per_dose("D")
+    rate = jnp.where(is_rate_col, rate_col, 0.0)
+    rate = jnp.where(kind == DoseKind.RATE_PARAM, r_par, rate)
+    d_safe = jnp.where(kind == DoseKind.DURATION_PARAM, d_par, 1.0)
+    rate = jnp.where(kind == DoseKind.DURATION_PARAM, amt / d_safe, rate)
+    dur = jnp.where(kind == DoseKind.INFUSION, amt / rate_col, 0.0)
+    r_safe = jnp.where(kind == DoseKind.RATE_PARAM, r_par, 1.0)
+    dur = jnp.where(kind == DoseKind.RATE_PARAM, amt / r_safe, dur)
+    dur = jnp.where(kind == DoseKind.DURATION_PARAM, d_par, dur)
+    return {"lag": lag, "amt": amt, "rate": rate, "dur": dur}
+
+
+def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
+                    solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-9,
+                    max_steps: int = 4096, ss_newton_iter: int = 8) -> PredictFn:
+    """Build ``f(params) -> (pred, ok)`` for *model* on *events*.
+
+    Parameters
+    ----------
+    model : Model
+    events : EventArrays
+        From :func:`build_events` (numpy arrays: the dose and observation structure is static).
+    method : {"auto", "closed_form", "ode"}
+        ``auto`` uses the closed form for built-in linear structures and the ODE otherwise;
+        ``ode`` integrates a built-in structure as an ODE too (for checks and benchmarks).
+    solver : str
+        diffrax solver for the ODE path: ``tsit5``, ``dopri5``, ``dopri8``, ``kvaerno3``,
+        ``kvaerno5``, ``kencarp4`` (stiff: the Kvaerno/KenCarp ones).
+    rtol, atol : float
+        Step-size controller tolerances (atol in amount units).
+    max_steps : int
+        Most steps per interval between events.
+    ss_newton_iter : int
+        Newton iterations for steady-state (SS=1/2) doses on the ODE path.
+
+    Returns
+    -------
+    callable
+        ``f(params: dict[str, Array (S,)]) -> (pred (S, O), ok (S,))``. Missing parameters
+        take their model default (``TLAG<n>`` 0, ``F<n>`` 1); unknown keys are ignored.
+        ``pred`` is 0 on padding; ``ok`` is false where an ODE solve failed. Pure JAX: jit,
+        grad and vmap apply.
+    """
+    if method not in ("auto", "closed_form", "ode"):
+        raise OptionError(f"method={method!r}; use 'auto', 'closed_form' or 'ode'")
+    if method == "closed_form" and not model.is_closed_form:
+        raise OptionError(f"model {model.name} is an ODE model: it has no closed form; use "
+                          "method='auto' or 'ode'")
+    needed = needed_parameters(model, events)
+    n_subj = events.n_subjects
+    kinds = events.kinds_present()
+    ev = jax.tree_util.tree_map(jnp.asarray, events)
+    use_closed = model.is_closed_form and method != "ode"
+
+    if use_closed:
+        def f(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            p = _complete(model, needed, params, n_subj)
+            dose = dose_quantities(model, ev, p)
+            pred = closed_form_predict(model, ev, p, dose, kinds)
+            pred = jnp.where(ev.obs_mask, pred, 0.0)
+            ok = jnp.all(jnp.isfinite(pred), axis=1)
+            return pred, ok
+        return f
+
+    from il2pkpd.engine._ode import make_ode_predict
+
+    solve = make_ode_predict(model, events, solver=solver, rtol=rtol, atol=atol,
+                             max_steps=max_steps, ss_newton_iter=ss_newton_iter)
+
+    def f_ode(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        p = _complete(model, needed, params, n_subj)
+        dose = dose_quantities(model, ev, p)
+        pred, ok = solve(ev, p, dose)
+        ok = ok & jnp.all(jnp.isfinite(pred), axis=1)
+        pred = jnp.where(ev.obs_mask & jnp.isfinite(pred), pred, 0.0)
+        return pred, ok
+    return f_ode
+
+
+def _params_table(model: Model, needed: tuple[str, ...], params: Any,
+                  ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Validate user parameters; return name -> (S,) float arrays in subject order."""
+    n = len(ids)
+    problems: list[str] = []
+    values: dict[str, np.ndarray] = {}
+    if isinstance(params, pd.DataFrame):
+        if "ID" not in params.columns:
+            raise ParameterError("the parameter table has no ID column; give one row per "
+                                 "subject with ID and one column per parameter")
+        dup = params["ID"][params["ID"].duplicated()].tolist()
+        if dup:
+            raise ParameterError(f"the parameter table repeats ID(s) {dup[:10]}")
+        table = params.set_index("ID")
+        absent = [i for i in ids.tolist() if i not in table.index]
+        if absent:
+            raise ParameterError(f"the parameter table has no row for subject ID(s) "
+                                 f"{absent[:10]}{' ...' if len(absent) > 10 else ''}")
+        given = {c: table.loc[ids, c].to_numpy(dtype=float) for c in table.columns}
+    elif isinstance(params, Mapping):
+        given = {}
+        for k, v in params.items():
+            try:
+                arr = np.asarray(v, dtype=float)
+            except (TypeError, ValueError):
+                problems.append(f"  {k}: {v!r} is not a number")
+                continue
+            if arr.ndim == 0:
+                arr = np.full(n, float(arr))
+            if arr.shape != (n,):
+                problems.append(f"  {k}: expected one value or {n} (one per subject), got "
+                                f"shape {arr.shape}")
+                continue
+            given[k] = arr
+    else:
+        raise ParameterError(f"parameters must be a dict or a DataFrame, not "
+                             f"{type(params).__name__}")
+    known = set(model.parameter_names)
+    for k in given:
+        if k not in known:
+            problems.append(f"  {k}: unknown parameter of model {model.name} (parameters: "
+                            f"{', '.join(model.parameter_names)})")
+    for spec in model.parameters:
+        if spec.name in given:
+            arr = given[spec.name]
+            bad = [i for i, v in zip(ids.tolist(), arr.tolist(), strict=True)
+                   if not domain_ok(spec.domain, v)]
+            if bad:
+                vals = arr[np.isin(ids, bad)][:5].tolist()
+                problems.append(f"  {spec.name}: must be {DOMAINS[spec.domain]} "
+                                f"({spec.domain}); got {vals} for subject ID(s) {bad[:5]}"
+                                f"{' ...' if len(bad) > 5 else ''}")
+            values[spec.name] = arr
+        elif not spec.auto or (spec.name in needed and spec.default is None):
+            problems.append(f"  {spec.name}: missing ({spec.description or 'no description'}"
+                            f"{', ' + spec.unit if spec.unit else ''})")
+    if problems:
+        raise ParameterError(f"bad parameters for model {model.name}:\n" + "\n".join(problems)
+                             + "\nGive every declared parameter, in its domain.")
+    return values
+
+
+def predict(model: Model | str, params: Mapping[str, Any] | pd.DataFrame, dataset: Any, *,
+            method: str = "auto", **solver_options: Any) -> pd.DataFrame:
+    """Population or individual predictions at every observation record.
+
+    Parameters
+    ----------
+    model : Model or str
+        A model or a model name/path for :func:`il2pkpd.models.load_model`.
+    params : dict or DataFrame
+        ``{name: value}`` for all subjects, or a DataFrame with an ``ID`` column and one column
+        per parameter (one row per subject). Every declared parameter is required; ``TLAG<n>``
+        and ``F<n>`` default to 0 and 1.
+    dataset : il2pkpd.data.Dataset or DataFrame
+        The events (doses, observation times).
+    method : str
+        See :func:`make_predict_fn`; ``**solver_options`` too.
+
+    Returns
+    -------
+    DataFrame
+        ``ID, TIME, CMT, DVID, PRED``, one row per observation record (EVID 0) in file order.
+
+    Raises
+    ------
+    ParameterError
+        Missing, unknown or out-of-domain parameters (all listed).
+
+    Examples
+    --------
+    >>> import il2pkpd, pandas as pd
+    >>> il2pkpd.enable_x64()
+    >>> df = pd.DataFrame({"ID": [1, 1], "TIME": [0.0, 2.0], "AMT": [100.0, 0.0],
+    ...                    "EVID": [1, 0]})
+    >>> out = predict("one_cmt_iv", {"CL": 5.0, "V": 50.0}, df)
+    >>> round(float(out["PRED"][0]), 6) == round(2.0 * math.exp(-0.2), 6)
+    True
+    """
+    if not isinstance(model, Model):
+        model = load_model(model)
+    events = build_events(dataset, model)
+    needed = needed_parameters(model, events)
+    values = _params_table(model, needed, params, np.asarray(events.ids))
+    f = jax.jit(make_predict_fn(model, events, method=method, **solver_options))
+    pred, ok = f({k: jnp.asarray(v) for k, v in values.items()})
+    pred, ok = np.asarray(pred), np.asarray(ok)
+    mask = np.asarray(events.obs_mask)
+    rows = np.asarray(events.obs_row)[mask]
+    order = np.argsort(rows, kind="stable")
+    df = dataset if isinstance(dataset, pd.DataFrame) else dataset.df
+    df = df.reset_index(drop=True)
+    sub_ok = np.broadcast_to(ok[:, None], mask.shape)[mask][order]
+    out = pd.DataFrame({
+        "ID": df["ID"].to_numpy()[rows[order]],
+        "TIME": df["TIME"].to_numpy(dtype=float)[rows[order]],
+        "CMT": (df["CMT"].to_numpy()[rows[order]] if "CMT" in df.columns
+                else np.ones(len(rows), dtype=np.int64)),
+        "DVID": (df["DVID"].to_numpy()[rows[order]] if "DVID" in df.columns
+                 else np.ones(len(rows), dtype=np.int64)),
+        "PRED": np.where(sub_ok, pred[mask][order], math.nan),
+    })
+    return out
