@@ -21,7 +21,7 @@ from il2pkpd.data._columns import (
     MISSING_TEXT,
 )
 from il2pkpd.data._dataset import Dataset
-from il2pkpd.data._validate import check_model, check_rows
+from il2pkpd.data._validate import check_model, check_rows, model_outputs
 from il2pkpd.data._violations import Violations, format_lines
 from il2pkpd.errors import DatasetError, UnitError
 from il2pkpd.units import DataUnits, body_size, conversion_factor, split_per_size
@@ -80,7 +80,7 @@ def _load_text(text: str, label: str, viol: Violations) -> tuple[pd.DataFrame, n
         rows.append(fields)
         lines.append(i + 1)
     for line_no, n in bad_length:
-        viol.add("row_length", "(row)", f"(row), line {line_no}: {n} fields but the header has "
+        viol.add("row_length", "(row)", f"{n} fields but the header has "
                  f"{len(header)} columns; every line needs one value per column (use '.' for "
                  "missing)", lines=[line_no])
     table = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
@@ -158,8 +158,7 @@ def _normalise_columns(table: pd.DataFrame, header_lines: list[int], viol: Viola
             name = f"(column {j + 1})"
         if name in seen:
             viol.add("duplicate_column", name,
-                     f"{name}, line {header_lines[0] if header_lines else '?'}: the column "
-                     f"appears twice (columns {seen[name] + 1} and {j + 1}); keep one",
+                     f"the column appears twice (columns {seen[name] + 1} and {j + 1}); keep one",
                      lines=header_lines)
             continue
         seen[name] = j
@@ -291,12 +290,12 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
     for name in ("ID", "TIME"):
         if name not in present:
             viol.add("missing_column", name,
-                     f"{name}, line {header_line or 1}: required column {name} is missing "
+                     f"required column {name} is missing "
                      f"(the header has {', '.join(table.columns) or 'no columns'}); "
                      f"add it", lines=header_lines)
     if "DV" not in present and "AMT" not in present:
         viol.add("missing_column", "DV",
-                 f"DV, line {header_line or 1}: the dataset needs a DV column (observations) "
+                 "the dataset needs a DV column (observations) "
                  "or an AMT column (doses); add DV and/or AMT", lines=header_lines)
     if "ID" not in present or "TIME" not in present:
         return None, viol, label
@@ -307,6 +306,7 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
     id_vals, _, id_bad = _numeric(table["ID"])
     ids_for_msgs = np.where(np.isfinite(id_vals) & (id_vals == np.round(id_vals)),
                             id_vals, np.nan)
+    flagged = np.zeros(len(lines), dtype=bool)  # rows with an unreadable value
     for name in table.columns:
         v, miss, bad = _numeric(table[name])
         known = name in KNOWN
@@ -328,11 +328,13 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
                       "value {values} is not finite; write a finite number, or '.' for "
                       "missing", v)
         v = np.where(bad | inf, np.nan, v)
+        flagged |= bad | inf
         if name in INTEGER_COLUMNS:
             frac = np.isfinite(v) & (v != np.round(v))
             viol.add_rows("non_integer", name, frac, ids_for_msgs, lines,
                           f"value {{values}} is not a whole number; {name} takes integers", v)
             v = np.where(frac, np.nan, v)
+            flagged |= frac
         values[name] = v
         missing[name] = miss
         if not known:
@@ -364,7 +366,7 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
         filled = df.groupby(block, sort=False)[covariates].ffill()
         filled = filled.groupby(block, sort=False).bfill()
         df[covariates] = filled[covariates]
-    warnings = check_rows(df, present, block, viol)
+    warnings = check_rows(df, present, block, viol, skip=flagged)
     for name in covariates:
         allnan = df[name].isna().groupby(block).all()
         for b in np.flatnonzero(allnan.to_numpy()):
@@ -396,9 +398,8 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
 def _model_units(model: Any) -> DataUnits | None:
     if model is None:
         return None
-    outputs = getattr(model, "outputs", None) or {}
     conc: dict[int, str] = {}
-    for dvid, spec in dict(outputs).items():
+    for dvid, spec in model_outputs(model).items():
         unit = spec.get("unit") if isinstance(spec, Mapping) else getattr(spec, "unit", None)
         if unit:
             conc[int(dvid)] = str(unit)

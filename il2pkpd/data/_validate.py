@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from il2pkpd.data._columns import DOSE_EVIDS, EVID_ALLOWED, RATE_CODES, RESET_EVIDS, SS_ALLOWED
-from il2pkpd.data._violations import Violations, format_lines
+from il2pkpd.data._violations import Violations
 
 #: Every row rule: name -> what it checks (documentation; the CLI can list them).
 RULES: dict[str, str] = {
@@ -46,9 +46,14 @@ RULES: dict[str, str] = {
 }
 
 
-def check_rows(df: pd.DataFrame, present: set[str], block: np.ndarray, viol: Violations
-               ) -> list[str]:
-    """Apply the row rules to the (float, pre-cast) canonical table; return warnings."""
+def check_rows(df: pd.DataFrame, present: set[str], block: np.ndarray, viol: Violations,
+               skip: np.ndarray | None = None) -> list[str]:
+    """Apply the row rules to the (float, pre-cast) canonical table; return warnings.
+
+    Rows in *skip* (already reported as unreadable) are left out of the row rules, so that one
+    typo gives one violation.
+    """
+    keep = np.ones(len(df), dtype=bool) if skip is None else ~np.asarray(skip, dtype=bool)
     ids = df["ID"].to_numpy(dtype=np.float64)
     lines = df["LINE"].to_numpy(dtype=np.int64)
     t = df["TIME"].to_numpy(dtype=np.float64)
@@ -62,7 +67,10 @@ def check_rows(df: pd.DataFrame, present: set[str], block: np.ndarray, viol: Vio
     dv = df["DV"].to_numpy(dtype=np.float64)
     blq = df["BLQ"].to_numpy(dtype=bool)
     lloq = df["LLOQ"].to_numpy(dtype=np.float64)
-    add = viol.add_rows
+
+    def add(rule, column, mask, ids_, lines_, message, values=None):
+        viol.add_rows(rule, column, np.asarray(mask, dtype=bool) & keep, ids_, lines_, message,
+                      values)
 
     add("evid_unknown", "EVID", ~np.isin(evid, sorted(EVID_ALLOWED)), ids, lines,
         "EVID {values} is unknown; allowed 0 (observation), 1 (dose), 2 (other), 3 (reset), "
@@ -138,15 +146,26 @@ def _attr(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def model_outputs(model: Any) -> dict[int, Any]:
+    """The model's outputs keyed by DVID (``outputs`` may be a mapping or specs with ``dvid``)."""
+    outputs = _attr(model, "outputs") or {}
+    if isinstance(outputs, Mapping):
+        return {int(k): v for k, v in outputs.items()}
+    return {int(_attr(spec, "dvid") if _attr(spec, "dvid") is not None else i + 1): spec
+            for i, spec in enumerate(outputs)}
+
+
 def check_model(df: pd.DataFrame, has_dvid: bool, has_cmt: bool, model: Any,
                 viol: Violations) -> None:
     """CMT and DVID values that *model* does not define.
 
     *model* needs ``compartments`` (mapping CMT -> state name) and ``outputs`` (mapping DVID ->
-    spec with an optional ``cmt``).
+    spec with an optional ``cmt``, or a sequence of specs with ``dvid``); an optional
+    ``dosing_cmts`` restricts the compartments that take doses.
     """
     compartments = {int(k): str(v) for k, v in dict(_attr(model, "compartments") or {}).items()}
-    outputs = {int(k): v for k, v in dict(_attr(model, "outputs") or {}).items()}
+    outputs = model_outputs(model)
+    dosing = [int(c) for c in (_attr(model, "dosing_cmts") or ())] or sorted(compartments)
     name = _attr(model, "name") or type(model).__name__
     ids = df["ID"].to_numpy(dtype=np.float64)
     lines = df["LINE"].to_numpy(dtype=np.int64)
@@ -155,10 +174,11 @@ def check_model(df: pd.DataFrame, has_dvid: bool, has_cmt: bool, model: Any,
     dvid = df["DVID"].to_numpy(dtype=np.float64)
     known_cmt = sorted(compartments)
     cmt_list = ", ".join(f"{k} ({v})" for k, v in compartments.items()) or "none"
+    dose_list = ", ".join(f"{k} ({compartments.get(k, '?')})" for k in dosing) or "none"
     dose = np.isin(evid, sorted(DOSE_EVIDS))
-    viol.add_rows("cmt_unknown", "CMT", dose & ~np.isin(cmt, known_cmt), ids, lines,
-                  f"dose into CMT {{values}}, which model {name} does not define; its "
-                  f"compartments are {cmt_list}", cmt)
+    viol.add_rows("cmt_unknown", "CMT", dose & ~np.isin(cmt, dosing), ids, lines,
+                  f"dose into CMT {{values}}, which model {name} does not dose; its dosing "
+                  f"compartments are {dose_list} (all compartments: {cmt_list})", cmt)
     obs = evid == 0
     if has_dvid:
         out_list = ", ".join(f"{k} ({_attr(v, 'name') or ''})".replace(" ()", "")
@@ -180,6 +200,6 @@ def check_model(df: pd.DataFrame, has_dvid: bool, has_cmt: bool, model: Any,
                       f"{', '.join(map(str, out_cmts))}); fix CMT or add a DVID column", cmt)
     elif len(outputs) > 1 and obs.any():
         viol.add("cmt_no_output", "DVID",
-                 f"DVID, lines {format_lines(lines[obs], 6)}: model {name} has "
+                 f"model {name} has "
                  f"{len(outputs)} outputs and the data has no DVID column to say which one "
                  "each observation is; add DVID", lines=lines[obs].tolist())

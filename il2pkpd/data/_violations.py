@@ -11,6 +11,7 @@ from il2pkpd.errors import DatasetError
 
 VIOLATION_COLUMNS = ("rule", "column", "ID", "lines", "message")
 _MAX_GROUPS_IN_MESSAGE = 12
+_MAX_IN_SUMMARY = 5
 
 
 def format_lines(lines: Iterable[int], max_groups: int | None = None) -> str:
@@ -66,8 +67,20 @@ class Violations:
     def add(self, rule: str, column: str, message: str, *, id_: object = None,
             lines: Sequence[int] = ()) -> None:
         """Add one table-level violation (no per-row grouping)."""
+        self._append(rule, column, id_, list(lines), message)
+
+    def _append(self, rule: str, column: str, id_: object, lines: list[int], message: str
+                ) -> None:
+        where = column
+        if lines:
+            word = "line" if len(set(lines)) == 1 else "lines"
+            where += f", {word} {format_lines(lines, _MAX_GROUPS_IN_MESSAGE)}"
+        if id_ is not None:
+            where += f" (ID {id_})"
         self.rows.append({"rule": rule, "column": column, "ID": id_,
-                          "lines": format_lines(lines), "message": message})
+                          "lines": format_lines(lines), "message": message,
+                          "_full": f"{where}: {message}",
+                          "_first": min(lines) if lines else 0})
 
     def add_rows(self, rule: str, column: str, mask: np.ndarray, ids: np.ndarray,
                  lines: np.ndarray, message: str, values: np.ndarray | None = None) -> None:
@@ -101,15 +114,16 @@ class Violations:
                 lines=format_lines(row_lines, _MAX_GROUPS_IN_MESSAGE),
                 values=vals,
             )
-            word = "line" if len(rows) == 1 else "lines"
-            text = f"{column}, {word} {format_lines(row_lines, _MAX_GROUPS_IN_MESSAGE)}" \
-                   f"{'' if key is None else f' (ID {key})'}: {text}"
-            self.rows.append({"rule": rule, "column": column, "ID": key,
-                              "lines": format_lines(row_lines), "message": text})
+            self._append(rule, column, key, [int(v) for v in row_lines], text)
+
+    def _sorted(self) -> list[dict[str, object]]:
+        return sorted(self.rows, key=lambda r: r["_first"])  # stable: rule order within a line
 
     def table(self) -> pd.DataFrame:
-        """The violations as a DataFrame with columns ``rule, column, ID, lines, message``."""
-        df = pd.DataFrame(self.rows, columns=list(VIOLATION_COLUMNS))
+        """The violations as a DataFrame with columns ``rule, column, ID, lines, message``,
+        ordered by their first file line."""
+        df = pd.DataFrame([{k: r[k] for k in VIOLATION_COLUMNS} for r in self._sorted()],
+                          columns=list(VIOLATION_COLUMNS))
         df["ID"] = df["ID"].astype("Int64")
         return df
 
@@ -123,6 +137,9 @@ class Violations:
             f"dataset {source} cannot be used: {len(table)} problem"
             f"{'s' if len(table) != 1 else ''} ({n_rules} rule{'s' if n_rules != 1 else ''}). "
             "Each row below names the rule, the column, the subject ID and the file lines "
-            "(the header is line 1); fix them all and read the file again."
+            "(the header is line 1); fix them all and read the file again.\n"
+            + "\n".join(f"  {r['_full']}" for r in self._sorted()[:_MAX_IN_SUMMARY])
+            + (f"\n  ... and {len(self.rows) - _MAX_IN_SUMMARY} more (table below)"
+               if len(self.rows) > _MAX_IN_SUMMARY else "")
         )
         raise DatasetError(message, violations=table)
