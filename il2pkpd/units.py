@@ -412,13 +412,18 @@ def body_size(per: Literal["kg", "m2"], *, unit: str, to: str, wt_kg=None, bsa_m
     elif bsa_m2 is not None:
         size = np.asarray(bsa_m2, dtype=np.float64)
     elif wt_kg is not None and ht_cm is not None:
-        size = np.asarray(bsa(wt_kg, ht_cm, bsa_formula), dtype=np.float64)
+        try:
+            size = np.asarray(bsa(wt_kg, ht_cm, bsa_formula), dtype=np.float64)
+        except UnitError as err:
+            raise UnitError(f"a dose in {unit} cannot be converted to {to}: {err}") from None
     else:
         raise UnitError(f"a dose in {unit} cannot be converted to {to} without body surface "
                         "area: give BSA (m2), or WT (kg) and HT (cm) to compute it")
     if np.any(~np.isfinite(size)) or np.any(size <= 0):
-        raise UnitError(f"a dose in {unit} needs a positive, finite body "
-                        f"{'weight' if per == 'kg' else 'surface area'}; got {size}")
+        what = "weight (WT, kg)" if per == "kg" else "surface area (BSA, m2)"
+        bad = size[~(np.isfinite(size) & (size > 0))] if size.ndim else size
+        raise UnitError(f"a dose in {unit} cannot be converted to {to} without a positive, "
+                        f"finite body {what}; got {np.unique(bad)[:5].tolist()}")
     return float(size) if size.ndim == 0 else size
 
 

@@ -424,7 +424,8 @@ def _convert_units(df: pd.DataFrame, covariates: list[str], declared: DataUnits,
         return df, declared
     target = target or DataUnits()
     df = df.copy()
-    sa, mw = declared.specific_activity, declared.molecular_weight
+    sa = declared.specific_activity or target.specific_activity
+    mw = declared.molecular_weight or target.molecular_weight
     time_unit, amount_unit = declared.time, declared.amount
     rate_code = df["RATE"].isin((-1.0, -2.0)).to_numpy()
     if declared.time is not None and target.time is not None:
