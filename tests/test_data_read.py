@@ -189,3 +189,48 @@ def test_missing_file_raises_file_not_found(tmp_path):
 def test_empty_file_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError, match="empty"):
         read_dataset(_csv(tmp_path, "\n\n"))
+
+
+def test_missing_cmt_follows_model_defaults(tmp_path):
+    class Out:
+        cmt = 2
+        name = "CP"
+
+    class OralModel:
+        compartments = {1: "depot", 2: "central", 3: "peripheral"}
+        dosing_cmts = (1, 2)
+        outputs = {1: Out()}
+
+    text = "ID,TIME,AMT,DV\n1,0,100,.\n1,1,0,5\n"
+    ds = read_dataset(_csv(tmp_path, text), model=OralModel())
+    assert ds.df["CMT"].tolist() == [1, 2]
+    assert any("CMT missing" in n for n in ds.notes)
+    # "." in a CMT column gets the same defaults
+    ds = read_dataset(_csv(tmp_path, "ID,TIME,AMT,DV,CMT\n1,0,100,.,.\n1,1,0,5,.\n"),
+                      model=OralModel())
+    assert ds.df["CMT"].tolist() == [1, 2]
+
+
+def test_unnamed_column_dropped(tmp_path):
+    ds = read_dataset(_csv(tmp_path, ",ID,TIME,DV\n0,1,0,1\n1,1,1,2\n"))
+    assert ds.covariates == ()
+    assert any("no name" in n for n in ds.notes)
+
+
+def test_units_with_a_dataset_source_refused():
+    from il2pkpd.errors import OptionError
+    from il2pkpd.units import DataUnits
+
+    ds = read_dataset(pd.DataFrame({"ID": [1], "TIME": [0.0], "DV": [1.0]}))
+    with pytest.raises(OptionError, match="units apply when a file"):
+        read_dataset(ds, units=DataUnits(time="h"))
+
+
+@pytest.mark.parametrize("module", ["il2pkpd.units", "il2pkpd.data._read",
+                                    "il2pkpd.data._batch", "il2pkpd.data._violations"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), raise_on_error=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -51,8 +51,9 @@ def summarise(ds: Dataset, model: object | None = None) -> str:
     lines = [f"dataset: {ds.source}"]
     if model is not None:
         lines.append(f"model: {getattr(model, 'name', type(model).__name__)}")
-    lines.append(f"records: {len(df):,} (file lines {df['LINE'].min()}-{df['LINE'].max()})"
-                 if len(df) else "records: 0")
+    lo, hi = (int(df["LINE"].min()), int(df["LINE"].max())) if len(df) else (0, 0)
+    span = f"file line {lo}" if lo == hi else f"file lines {lo}-{hi}"
+    lines.append(f"records: {len(df):,} ({span})")
     n_ids = df["ID"].nunique()
     extra = f" ({n_ids:,} distinct IDs)" if n_ids != ds.n_subjects else ""
     lines.append(f"subjects: {ds.n_subjects:,}{extra}")

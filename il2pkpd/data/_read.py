@@ -23,7 +23,7 @@ from il2pkpd.data._columns import (
 from il2pkpd.data._dataset import Dataset
 from il2pkpd.data._validate import check_model, check_rows, model_outputs
 from il2pkpd.data._violations import Violations, format_lines
-from il2pkpd.errors import DatasetError, UnitError
+from il2pkpd.errors import DatasetError, OptionError, UnitError
 from il2pkpd.units import DataUnits, body_size, conversion_factor, split_per_size
 
 __all__ = ["read_dataset", "validate"]
@@ -41,8 +41,20 @@ def _split_line(line: str, delimiter: str | None) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter))
 
 
+def _field_count(line: str, delimiter: str | None) -> int:
+    if delimiter is None:
+        return len(line.split())
+    if '"' in line:
+        return len(_split_line(line, delimiter))
+    return line.count(delimiter) + 1
+
+
 def _load_text(text: str, label: str, viol: Violations) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """Split CSV (or whitespace-separated) text into a string table and file line numbers."""
+    """Split CSV (or whitespace-separated) text into a table and file line numbers.
+
+    Numbers are parsed by pandas' C reader; a column holding text stays text, and is judged
+    later (:func:`_numeric`).
+    """
     raw_lines = text.splitlines()
     header_at = None
     for i, line in enumerate(raw_lines):
@@ -62,28 +74,32 @@ def _load_text(text: str, label: str, viol: Violations) -> tuple[pd.DataFrame, n
     else:
         delimiter = None
     header = [h.strip() for h in _split_line(header_line, delimiter)]
-    rows: list[list[str]] = []
+    width = len(header)
+    kept: list[str] = []
     lines: list[int] = []
-    bad_length: list[tuple[int, int]] = []
     for i in range(header_at + 1, len(raw_lines)):
         line = raw_lines[i]
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        fields = _split_line(line, delimiter)
-        if len(fields) != len(header):
-            # A trailing delimiter (one empty extra field) is harmless.
-            if len(fields) == len(header) + 1 and not fields[-1].strip():
-                fields = fields[:-1]
-            else:
-                bad_length.append((i + 1, len(fields)))
-                continue
-        rows.append(fields)
+        n = _field_count(line, delimiter)
+        if n == width + 1 and delimiter is not None and line.rstrip().endswith(delimiter):
+            line = line.rstrip()[:-1]  # a trailing delimiter is harmless
+        elif n != width:
+            viol.add("row_length", "(row)", f"{n} fields but the header has {width} columns; "
+                     "every line needs one value per column (use '.' for missing)",
+                     lines=[i + 1])
+            continue
+        kept.append(line)
         lines.append(i + 1)
-    for line_no, n in bad_length:
-        viol.add("row_length", "(row)", f"{n} fields but the header has "
-                 f"{len(header)} columns; every line needs one value per column (use '.' for "
-                 "missing)", lines=[line_no])
-    table = pd.DataFrame(rows, columns=range(len(header)), dtype=object)
+    if kept:
+        table = pd.read_csv(
+            io.StringIO("\n".join(kept)), header=None, names=list(range(width)),
+            sep=delimiter if delimiter is not None else r"\s+", engine="c" if delimiter else
+            "python", na_values=sorted(MISSING_TEXT), keep_default_na=False,
+            skipinitialspace=True, skip_blank_lines=False, dtype=None, index_col=False,
+        )
+    else:
+        table = pd.DataFrame({j: pd.Series([], dtype=object) for j in range(width)})
     table.columns = header
     return table, np.asarray(lines, dtype=np.int64), header_at + 1
 
@@ -133,7 +149,11 @@ def _numeric(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             return ""
         return str(x).strip()
 
-    text = s.astype(object).map(_text)
+    obj = s.astype(object)
+    if all(type(x) is str for x in obj):
+        text = obj.str.strip()
+    else:
+        text = obj.map(_text)
     missing = text.isin(MISSING_TEXT).to_numpy()
     v = pd.to_numeric(text.mask(missing, "nan"), errors="coerce").to_numpy(dtype=np.float64)
     bad = np.isnan(v) & ~missing
@@ -144,8 +164,8 @@ def _numeric(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # Building the canonical table
 
 
-def _normalise_columns(table: pd.DataFrame, header_lines: list[int], viol: Violations
-                       ) -> pd.DataFrame:
+def _normalise_columns(table: pd.DataFrame, header_lines: list[int], viol: Violations,
+                       notes: list[str]) -> pd.DataFrame:
     names: list[str] = []
     seen: dict[str, int] = {}
     keep: list[int] = []
@@ -154,8 +174,10 @@ def _normalise_columns(table: pd.DataFrame, header_lines: list[int], viol: Viola
         up = name.upper()
         if up in KNOWN:
             name = up
-        if not name:
-            name = f"(column {j + 1})"
+        if not name or name.startswith("Unnamed:"):
+            notes.append(f"column {j + 1} has no name: dropped (name it to use it as a "
+                         "covariate)")
+            continue
         if name in seen:
             viol.add("duplicate_column", name,
                      f"the column appears twice (columns {seen[name] + 1} and {j + 1}); keep one",
@@ -267,7 +289,7 @@ def _apply_defaults_and_flags(
         mdv[fill] = mdv_derived[fill]
     else:
         mdv = mdv_derived
-    cmt = col("CMT", 1.0)
+    cmt = values["CMT"].copy() if "CMT" in present else np.full(n, np.nan)  # filled later
     dvid = col("DVID", 1.0)
     del zeros
     return {"AMT": amt, "RATE": rate, "II": ii, "ADDL": addl, "SS": ss, "EVID": evid,
@@ -279,12 +301,15 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
     viol = Violations()
     notes: list[str] = []
     if isinstance(source, Dataset):
+        if units is not None or target_units is not None:
+            raise OptionError("units apply when a file or DataFrame is read; pass units= to "
+                              "read_dataset with the file (or source.df), not with a Dataset")
         if model is not None:
             check_model(source.df, source.has_dvid, True, model, viol)
         return source, viol, source.source
     table, lines, header_line, label = _load(source, viol)
     header_lines = [header_line] if header_line is not None else []
-    table = _normalise_columns(table, header_lines, viol)
+    table = _normalise_columns(table, header_lines, viol, notes)
     present = set(table.columns)
 
     for name in ("ID", "TIME"):
@@ -298,6 +323,10 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
                  "the dataset needs a DV column (observations) "
                  "or an AMT column (doses); add DV and/or AMT", lines=header_lines)
     if "ID" not in present or "TIME" not in present:
+        return None, viol, label
+    if len(table) == 0:
+        viol.add("no_records", "(row)", "the dataset has a header but no records",
+                 lines=header_lines)
         return None, viol, label
 
     values: dict[str, np.ndarray] = {}
@@ -352,6 +381,7 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
     present = set(values)
 
     canon = _apply_defaults_and_flags(values, missing, present, ids, lines, viol, notes)
+    _default_cmt(canon, model, notes)
     if "DVID" not in present:
         notes.append("no DVID column: DVID = 1 for every record")
 
@@ -389,6 +419,32 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
                  has_dvid="DVID" in present, units=final_units, source=label,
                  warnings=tuple(warnings), notes=tuple(notes))
     return ds, viol, label
+
+
+def _default_cmt(canon: dict[str, np.ndarray], model: Any, notes: list[str]) -> None:
+    """Fill missing CMT: 1 without a model; with a model, as NONMEM's defaults do, doses go to
+    the first dosing compartment and observations to the compartment of their output."""
+    cmt = canon["CMT"]
+    gone = np.isnan(cmt)
+    if not gone.any():
+        return
+    dose_cmt, obs_cmt = 1.0, 1.0
+    if model is not None:
+        dosing = [int(c) for c in (getattr(model, "dosing_cmts", None) or ())]
+        comps = sorted(int(c) for c in dict(getattr(model, "compartments", None) or {}))
+        dose_cmt = float(dosing[0] if dosing else (comps[0] if comps else 1))
+        outs = model_outputs(model)
+        out_cmts = [getattr(o, "cmt", None) if not isinstance(o, Mapping) else o.get("cmt")
+                    for o in outs.values()]
+        known = [int(c) for c in out_cmts if c is not None]
+        obs_cmt = float(known[0] if known else dose_cmt)
+    dose = np.isin(canon["EVID"], (1.0, 4.0))
+    cmt[gone & dose] = dose_cmt
+    cmt[gone & ~dose] = obs_cmt
+    canon["CMT"] = cmt
+    notes.append(f"CMT missing on {int(gone.sum())} record(s): doses go to CMT {int(dose_cmt)}, "
+                 f"other records to CMT {int(obs_cmt)}"
+                 + (" (the model's defaults)" if model is not None else ""))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ RULES: dict[str, str] = {
     "missing_column": "ID and TIME, and DV or AMT, are present",
     "duplicate_column": "no column appears twice",
     "row_length": "every line has one value per column",
+    "no_records": "the dataset has at least one record",
     "non_numeric": "NONMEM columns and covariates hold numbers ('.' or empty for missing)",
     "non_finite": "no inf values",
     "non_integer": "ID, ADDL, SS, EVID, CMT, MDV, DVID are whole numbers",
