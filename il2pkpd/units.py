@@ -111,6 +111,11 @@ def parse_unit(text: str) -> pint.Unit:
                         "'IU/mL', 'pg/mL', 'pM', 'h', 'min' or 'day'") from None
 
 
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_SA_TEXT = re.compile(rf"^(?P<a>{_NUMBER})\s*(?P<au>[^\s/]+)\s*(?:per\s+|/\s*)"
+                      rf"(?P<m>{_NUMBER})?\s*(?P<mu>\S+)$")
+
+
 @dataclass(frozen=True)
 class SpecificActivity:
     """Biological activity per mass of a product, used to convert mg <-> IU.
@@ -146,6 +151,27 @@ class SpecificActivity:
             raise UnitError(f"specific activity {self.activity} {self.activity_unit} per "
                             f"{self.mass} {self.mass_unit} must be positive and finite")
         self.quantity  # noqa: B018  (checks the units now)
+
+    @classmethod
+    def parse(cls, text: str) -> SpecificActivity:
+        """Read ``"label"``, ``"18 MIU per 1.1 mg"`` or ``"16.4 MIU/mg"``.
+
+        Examples
+        --------
+        >>> SpecificActivity.parse("18 MIU per 1.1 mg") == SpecificActivity()
+        True
+        >>> round(SpecificActivity.parse("3 MIU/mg").iu_per_mg)
+        3000000
+        """
+        t = text.strip()
+        if t.lower() in {"label", "aldesleukin", "proleukin"}:
+            return cls()
+        m = _SA_TEXT.match(t)
+        if not m:
+            raise UnitError(f"specific activity {text!r} is not understood; write for example "
+                            "'18 MIU per 1.1 mg', '16.4 MIU/mg' or 'label' (18 MIU per 1.1 mg)")
+        return cls(activity=float(m["a"]), activity_unit=m["au"],
+                   mass=float(m["m"]) if m["m"] else 1.0, mass_unit=m["mu"])
 
     @property
     def quantity(self) -> pint.Quantity:
@@ -228,11 +254,13 @@ def conversion_factor(
                 continue
             missing = []
             if p_sa and specific_activity is None:
-                missing.append("specific_activity=SpecificActivity(...) (the aldesleukin label "
-                               "value SpecificActivity() is 18 MIU per 1.1 mg)")
+                missing.append("a specific activity (Python: specific_activity="
+                               "SpecificActivity(), the aldesleukin label value 18 MIU per "
+                               "1.1 mg, or your product's; CLI: --specific-activity)")
             if p_mw and molecular_weight is None:
-                missing.append("molecular_weight=MolecularWeight(...) (aldesleukin: "
-                               "MolecularWeight(kda=15.3))")
+                missing.append("a molecular weight (Python: molecular_weight="
+                               "MolecularWeight(kda=15.3) for aldesleukin; CLI: "
+                               "--molecular-weight)")
             if missing:
                 raise UnitError(
                     f"converting {from_unit} to {to_unit} needs "

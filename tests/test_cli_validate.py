@@ -104,3 +104,47 @@ def test_missing_file_exits_2(tmp_path, capsys):
 def test_help(capsys):
     assert main(["validate", "--help"]) == 0
     assert "--model" in capsys.readouterr().out
+
+
+IL2_CSV = ("ID,TIME,AMT,DV,DVID,CMT,BLQ,LLOQ,WT,HT\n1,0,1,.,1,1,0,.,70,170\n"
+           "1,0.5,0,30,1,2,0,10,.,.\n1,1,0,5,1,2,1,10,.,.\n1,24,0,20,2,7,0,.,.,.\n")
+
+
+def test_units_converted_to_model_units(tmp_path, capsys):
+    path = tmp_path / "il2.csv"
+    path.write_text(IL2_CSV)
+    args = ["validate", str(path), "--model", "il2_pkpd", "--time-unit", "day",
+            "--amount-unit", "MIU/m2", "--conc-unit", "1=pg/mL,2=cells/uL",
+            "--specific-activity", "18 MIU per 1.1 mg"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    bsa = (70.0 * 170.0 / 3600.0) ** 0.5  # Mosteller
+    assert f"AMT {1e6 * bsa:g}" in out and "amount unit IU" in out
+    assert "time: 0 to 576 h" in out
+    assert "DVID 1 (IL2), CMT 2 (central): 2 (1 BLQ, 50.0%)" in out
+    assert "DVID 2 (TREG), CMT 7 (treg): 1" in out
+
+
+def test_mass_concentration_without_specific_activity_exits_2(tmp_path, capsys):
+    path = tmp_path / "il2.csv"
+    path.write_text(IL2_CSV)
+    args = ["validate", str(path), "--model", "il2_pkpd", "--conc-unit", "1=pg/mL,2=cells/uL"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "converting pg/mL to IU/mL needs a specific activity" in err
+    assert "--specific-activity" in err
+
+
+def test_one_concentration_unit_for_two_kinds_of_output_exits_2(tmp_path, capsys):
+    path = tmp_path / "il2.csv"
+    path.write_text(IL2_CSV)
+    args = ["validate", str(path), "--model", "il2_pkpd", "--conc-unit", "IU/mL"]
+    assert main(args) == 2
+    assert "cannot convert IU/mL to cells/uL" in capsys.readouterr().err
+
+
+def test_bad_conc_unit_option_exits_2(tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_text("ID,TIME,DV\n1,0,1\n")
+    assert main(["validate", str(path), "--conc-unit", "x=pg/mL"]) == 2
+    assert "DVID=unit" in capsys.readouterr().err

@@ -11,6 +11,22 @@ from il2pkpd.data import Dataset
 from il2pkpd.data._validate import model_outputs
 
 
+def _per_dvid(text: str | None) -> str | dict[int, str] | None:
+    """``"pg/mL"`` or ``"1=pg/mL,2=cells/uL"`` (one unit per DVID)."""
+    if text is None or "=" not in text:
+        return text
+    out: dict[int, str] = {}
+    for part in text.split(","):
+        key, sep, unit = part.partition("=")
+        if not sep or not key.strip().isdigit() or not unit.strip():
+            from il2pkpd.errors import OptionError
+
+            raise OptionError(f"--conc-unit {text!r}: write one unit ('pg/mL') or DVID=unit "
+                              "pairs separated by commas ('1=pg/mL,2=cells/uL')")
+        out[int(key)] = unit.strip()
+    return out
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -66,9 +82,9 @@ def summarise(ds: Dataset, model: object | None = None) -> str:
         routes = doses.assign(route=doses["RATE"].map(_route))
         for (cmt, route), group in routes.groupby(["CMT", "route"], sort=True):
             name = f" ({compartments[int(cmt)]})" if int(cmt) in compartments else ""
-            amts = group["AMT"]
-            lines.append(f"  CMT {cmt}{name}, {route}: {len(group):,} records, AMT "
-                         f"{_fmt(amts.min())}-{_fmt(amts.max())}")
+            lo, hi = group["AMT"].min(), group["AMT"].max()
+            amt = _fmt(lo) if lo == hi else f"{_fmt(lo)}-{_fmt(hi)}"
+            lines.append(f"  CMT {cmt}{name}, {route}: {len(group):,} records, AMT {amt}")
 
     obs = df[df["EVID"] == 0]
     used = obs[obs["MDV"] == 0]
@@ -76,14 +92,19 @@ def summarise(ds: Dataset, model: object | None = None) -> str:
                  + (f", {len(obs) - len(used):,} not used (MDV 1)" if len(obs) > len(used)
                     else ""))
     if len(used):
-        key = "DVID" if ds.has_dvid else "CMT"
-        for value, group in used.groupby(key, sort=True):
-            label = ""
-            if ds.has_dvid and int(value) in outputs:
-                label = f" ({getattr(outputs[int(value)], 'name', '')})"
-            elif not ds.has_dvid and int(value) in compartments:
-                label = f" ({compartments[int(value)]})"
-            lines.append(f"  {key} {value}{label}: {len(group):,}")
+        keys = ["DVID", "CMT"] if ds.has_dvid else ["CMT"]
+        for value, group in used.groupby(keys, sort=True):
+            parts = []
+            for k, v in zip(keys, value, strict=True):
+                label = ""
+                if k == "DVID" and int(v) in outputs:
+                    label = f" ({getattr(outputs[int(v)], 'name', '')})"
+                elif k == "CMT" and int(v) in compartments:
+                    label = f" ({compartments[int(v)]})"
+                parts.append(f"{k} {v}{label}")
+            n_b = int(group["BLQ"].sum())
+            blq = f" ({n_b:,} BLQ, {100.0 * n_b / len(group):.1f}%)" if n_b else ""
+            lines.append(f"  {', '.join(parts)}: {len(group):,}{blq}")
         n_blq = int(used["BLQ"].sum())
         lines.append(f"BLQ: {n_blq:,} of {len(used):,} ({100.0 * n_blq / len(used):.1f}%)")
     if len(df):
@@ -121,15 +142,30 @@ def register(app: typer.Typer) -> None:
             None, "--amount-unit",
             help="Unit of AMT in the file (IU, MIU, mg, ug, IU/kg, MIU/m2)."),
         conc_unit: str | None = typer.Option(
-            None, "--conc-unit", help="Unit of DV and LLOQ in the file (IU/mL, pg/mL, pM)."),
+            None, "--conc-unit",
+            help="Unit of DV and LLOQ in the file (IU/mL, pg/mL, pM), or one per DVID: "
+                 "'1=pg/mL,2=cells/uL'."),
+        specific_activity: str | None = typer.Option(
+            None, "--specific-activity",
+            help="Allows mg <-> IU: '18 MIU per 1.1 mg', '16.4 MIU/mg' or 'label' "
+                 "(aldesleukin, 18 MIU per 1.1 mg). Never assumed."),
+        molecular_weight: float | None = typer.Option(
+            None, "--molecular-weight", help="kDa; allows pM <-> pg/mL (aldesleukin 15.3)."),
+        bsa_formula: str = typer.Option(
+            "mosteller", "--bsa-formula",
+            help="BSA for per-m2 doses from WT and HT: mosteller, dubois, haycock, "
+                 "gehan_george."),
     ) -> None:
         """Check a dataset against every rule and print a summary.
+
+        With --model, CMT and DVID values are checked against the model, and declared units
+        (--time-unit, --amount-unit, --conc-unit) are converted to the model's units.
 
         Exits 0 when the dataset is valid; otherwise prints a table of every problem
         (rule, column, subject ID, file lines, message) and exits 2.
         """
         from il2pkpd.data import read_dataset
-        from il2pkpd.units import DataUnits
+        from il2pkpd.units import DataUnits, MolecularWeight, SpecificActivity
 
         model_obj = None
         if model is not None:
@@ -138,6 +174,12 @@ def register(app: typer.Typer) -> None:
             model_obj = load_model(model)
         units = None
         if time_unit or amount_unit or conc_unit:
-            units = DataUnits(time=time_unit, amount=amount_unit, concentration=conc_unit)
+            units = DataUnits(
+                time=time_unit, amount=amount_unit, concentration=_per_dvid(conc_unit),
+                specific_activity=(SpecificActivity.parse(specific_activity)
+                                   if specific_activity else None),
+                molecular_weight=(MolecularWeight(molecular_weight)
+                                  if molecular_weight is not None else None),
+                bsa_formula=bsa_formula)
         ds = read_dataset(data, model=model_obj, units=units)
         typer.echo(summarise(ds, model_obj))

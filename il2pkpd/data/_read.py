@@ -530,7 +530,12 @@ def _convert_units(df: pd.DataFrame, covariates: list[str], declared: DataUnits,
             if dst is None:
                 new_conc[int(dvid)] = src
                 continue
-            f = conversion_factor(src, dst, specific_activity=sa, molecular_weight=mw)
+            try:
+                f = conversion_factor(src, dst, specific_activity=sa, molecular_weight=mw)
+            except UnitError as err:
+                raise UnitError(f"{label}, DV of DVID {int(dvid)}: {err} (declare the unit of "
+                                "each DVID: concentration={1: 'pg/mL', 2: 'cells/uL'}; CLI: "
+                                "--conc-unit '1=pg/mL,2=cells/uL')") from None
             rows = dvids == dvid
             df.loc[rows, "DV"] = df.loc[rows, "DV"] * f
             df.loc[rows, "LLOQ"] = df.loc[rows, "LLOQ"] * f
