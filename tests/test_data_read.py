@@ -234,3 +234,22 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(module), raise_on_error=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_blq_flag_never_takes_dv_as_the_limit(tmp_path):
+    # DV on BLQ rows is often an imputed LLOQ/2: without LLOQ the row is refused.
+    with pytest.raises(DatasetError) as exc:
+        read_dataset(_csv(tmp_path, "ID,TIME,DV,BLQ\n1,1,0.05,1\n"))
+    v = exc.value.violations
+    assert v[["rule", "column", "lines"]].values.tolist() == [["blq_without_lloq", "LLOQ", "2"]]
+
+
+def test_steady_state_infusion_without_evid_is_a_dose(tmp_path):
+    ds = read_dataset(_csv(tmp_path, "ID,TIME,AMT,RATE,SS,DV\n1,0,0,2,1,.\n1,1,0,0,0,4\n"))
+    assert ds.df["EVID"].tolist() == [1, 0]
+
+
+def test_line_column_in_file_is_ignored(tmp_path):
+    ds = read_dataset(_csv(tmp_path, "LINE,ID,TIME,DV\n99,1,0,1\n"))
+    assert ds.df["LINE"].tolist() == [2]
+    assert any("LINE ignored" in n for n in ds.notes)

@@ -22,7 +22,7 @@ from il2pkpd.data._columns import (
 )
 from il2pkpd.data._dataset import Dataset
 from il2pkpd.data._validate import check_model, check_rows, model_outputs
-from il2pkpd.data._violations import Violations, format_lines
+from il2pkpd.data._violations import Violations
 from il2pkpd.errors import DatasetError, OptionError, UnitError
 from il2pkpd.units import DataUnits, body_size, conversion_factor, split_per_size
 
@@ -193,7 +193,6 @@ def _normalise_columns(table: pd.DataFrame, header_lines: list[int], viol: Viola
 
 def _apply_defaults_and_flags(
     values: dict[str, np.ndarray],
-    missing: dict[str, np.ndarray],
     present: set[str],
     ids: np.ndarray,
     lines: np.ndarray,
@@ -202,7 +201,6 @@ def _apply_defaults_and_flags(
 ) -> dict[str, np.ndarray]:
     """NONMEM defaults, derived EVID/MDV, and the BLQ/LLOQ columns."""
     n = len(lines)
-    zeros = np.zeros(n)
 
     def col(name: str, default: float) -> np.ndarray:
         if name in present:
@@ -256,32 +254,28 @@ def _apply_defaults_and_flags(
         lloq[use_dv] = dv[use_dv]
         blq |= cens
     if blq.any():
-        no_lloq = blq & np.isnan(lloq)
-        from_dv = no_lloq & np.isfinite(dv) & ("CENS" not in present)
-        if from_dv.any():
-            lloq[from_dv] = dv[from_dv]
-            notes.append(f"{int(from_dv.sum())} BLQ rows have no LLOQ value: their DV is taken "
-                         "as the quantification limit (lines "
-                         f"{format_lines(lines[from_dv], 6)})")
+        # With a BLQ/BLOQ flag the limit must be in LLOQ: DV on such rows is often an imputed
+        # value (LLOQ/2, 0), so it is never taken as the limit.
         flag_col = next((c for c in ("BLQ", "BLOQ", "CENS") if c in present), "BLQ")
         viol.add_rows("blq_without_lloq", "LLOQ", blq & np.isnan(lloq), ids, lines,
                       f"a row flagged below the limit ({flag_col}) has no quantification limit; "
-                      "give LLOQ (or the limit in DV)")
+                      "give it in an LLOQ column")
 
     # EVID derived from AMT and MDV where absent or missing; MDV derived from EVID and DV.
     blq_ok = blq & np.isfinite(lloq)
     mdv_given = values["MDV"] if "MDV" in present else np.full(n, np.nan)
     no_dv = np.isnan(dv) & ~blq_ok
     mdv_guess = np.where(np.isnan(mdv_given), np.where(no_dv, 1.0, 0.0), mdv_given)
-    evid_derived = np.where(amt > 0, 1.0, np.where(mdv_guess == 1.0, 2.0, 0.0))
+    is_dose = (amt > 0) | ((rate > 0) & (ss > 0))  # a dose, or a steady-state infusion
+    evid_derived = np.where(is_dose, 1.0, np.where(mdv_guess == 1.0, 2.0, 0.0))
     if "EVID" in present:
         evid = values["EVID"].copy()
         fill = np.isnan(evid)
         evid[fill] = evid_derived[fill]
     else:
         evid = evid_derived
-        notes.append("no EVID column: EVID derived (1 where AMT > 0, 2 where MDV = 1 or DV is "
-                     "missing, else 0)")
+        notes.append("no EVID column: EVID derived (1 where AMT > 0 or a steady-state "
+                     "infusion, 2 where MDV = 1 or DV is missing, else 0)")
     mdv_derived = np.where((evid != 0) | no_dv, 1.0, 0.0)
     if "MDV" in present:
         mdv = values["MDV"].copy()
@@ -291,7 +285,6 @@ def _apply_defaults_and_flags(
         mdv = mdv_derived
     cmt = values["CMT"].copy() if "CMT" in present else np.full(n, np.nan)  # filled later
     dvid = col("DVID", 1.0)
-    del zeros
     return {"AMT": amt, "RATE": rate, "II": ii, "ADDL": addl, "SS": ss, "EVID": evid,
             "CMT": cmt, "MDV": mdv, "DV": dv, "DVID": dvid, "BLQ": blq, "LLOQ": lloq}
 
@@ -337,6 +330,9 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
                             id_vals, np.nan)
     flagged = np.zeros(len(lines), dtype=bool)  # rows with an unreadable value
     for name in table.columns:
+        if name == "LINE":
+            notes.append("column LINE ignored: LINE is the reader's own file line number")
+            continue
         v, miss, bad = _numeric(table[name])
         known = name in KNOWN
         if not known:
@@ -344,9 +340,6 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
                 notes.append(f"column {name} is not numeric (for example "
                              f"{str(table[name][bad].iloc[0])!r}) and is not a NONMEM column: "
                              "dropped (covariates must be numbers)")
-                continue
-            if name.upper() == "LINE":
-                notes.append("column LINE ignored: LINE is the reader's own file line number")
                 continue
         raw = table[name].astype(object).to_numpy()
         viol.add_rows("non_numeric", name, bad, ids_for_msgs, lines,
@@ -380,7 +373,7 @@ def _build(source: Any, model: Any, units: DataUnits | None, target_units: DataU
         return None, viol, label
     present = set(values)
 
-    canon = _apply_defaults_and_flags(values, missing, present, ids, lines, viol, notes)
+    canon = _apply_defaults_and_flags(values, present, ids, lines, viol, notes)
     _default_cmt(canon, model, notes)
     if "DVID" not in present:
         notes.append("no DVID column: DVID = 1 for every record")
