@@ -6,6 +6,7 @@
 """
 
 from il2pkpd.data._batch import SubjectArrays, to_subject_arrays
+from il2pkpd.data._columns import EventKind
 from il2pkpd.data._dataset import Dataset
 from il2pkpd.data._read import read_dataset, validate
 from il2pkpd.data._validate import RULES
@@ -15,6 +16,7 @@ from il2pkpd.units import DataUnits
 __all__ = [
     "DataUnits",
     "Dataset",
+    "EventKind",
     "RULES",
     "SubjectArrays",
     "format_lines",

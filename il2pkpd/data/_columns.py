@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 #: Canonical columns of :attr:`il2pkpd.data.Dataset.df`, in order, with their dtypes.
 CANONICAL_DTYPES: dict[str, str] = {
     "ID": "int64",
@@ -33,11 +35,21 @@ KNOWN: tuple[str, ...] = (
 #: Columns whose values must be whole numbers.
 INTEGER_COLUMNS: tuple[str, ...] = ("ID", "ADDL", "SS", "EVID", "CMT", "MDV", "DVID")
 
-#: NONMEM event identifiers: 0 observation, 1 dose, 2 other, 3 reset, 4 reset and dose.
-EVID_OBSERVATION, EVID_DOSE, EVID_OTHER, EVID_RESET, EVID_RESET_DOSE = 0, 1, 2, 3, 4
-EVID_ALLOWED: frozenset[int] = frozenset({0, 1, 2, 3, 4})
-DOSE_EVIDS: frozenset[int] = frozenset({EVID_DOSE, EVID_RESET_DOSE})
-RESET_EVIDS: frozenset[int] = frozenset({EVID_RESET, EVID_RESET_DOSE})
+
+
+class EventKind(IntEnum):
+    """Kinds of record; the values are the NONMEM EVID codes (the one mapping)."""
+
+    OBSERVATION = 0
+    DOSE = 1
+    OTHER = 2
+    RESET = 3
+    RESET_DOSE = 4
+
+
+EVID_ALLOWED: frozenset[int] = frozenset(int(k) for k in EventKind)
+DOSE_EVIDS: frozenset[int] = frozenset({EventKind.DOSE, EventKind.RESET_DOSE})
+RESET_EVIDS: frozenset[int] = frozenset({EventKind.RESET, EventKind.RESET_DOSE})
 SS_ALLOWED: frozenset[int] = frozenset({0, 1, 2})
 RATE_CODES: frozenset[float] = frozenset({-2.0, -1.0, 0.0})
 

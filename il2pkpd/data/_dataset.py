@@ -10,7 +10,7 @@ import pandas as pd
 from il2pkpd.units import DataUnits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Dataset:
     """A validated NONMEM-style dataset (one row per record, in file order).
 
