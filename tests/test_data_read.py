@@ -35,6 +35,12 @@ def test_benchmark_friberg_counts(shared_benchmarks):
     assert (ds.doses["ADDL"] == 6).all() and (ds.doses["II"] == 24).all()
 
 
+def test_benchmark_multiple_dose_counts(shared_benchmarks):
+    # ../shared/benchmarks/README.md: 120 subjects, 4,680 observations.
+    ds = read_dataset(shared_benchmarks / "iv_2cmt_multiple_dose.csv")
+    assert ds.n_subjects == 120 and len(ds.observations) == 4680
+
+
 def test_canonical_columns_and_dtypes(shared_benchmarks):
     ds = read_dataset(shared_benchmarks / "friberg_multiple_dose.csv")
     assert tuple(ds.df.columns[: len(CANONICAL)]) == CANONICAL
