@@ -347,6 +347,48 @@ def test_padded_subject_by_obs_layout_gives_the_same_table(fit_dir, tmp_path):
     assert "could not be built" not in text
 
 
+def test_layout_of_il2pkpd_inference_is_read(fit_dir, tmp_path):
+    # What il2pkpd.inference writes today: z over (subject, iiv) instead of eta_<P>; no
+    # pred/ipred; constant data on an 'obs' dimension with OUTPUT/CMT/ROW, BLQ as int8,
+    # subject_ID and cov_<name> over 'subject'; fit.json with the model name under 'info'.
+    def edit(dt):
+        post = dt["posterior"].to_dataset()
+        z = xr.concat([post["z_CL"], post["z_V"]], dim="iiv").transpose(
+            "chain", "draw", "subject", "iiv").assign_coords(iiv=["CL", "V"])
+        post = post.drop_vars(["z_CL", "z_V", "eta_CL", "eta_V", "pred", "ipred"]).assign(z=z)
+        post = post.drop_dims([d for d in post.dims if d not in ("chain", "draw", "subject",
+                                                                 "iiv")])
+        c = dt["constant_data"].to_dataset()
+        n = c["ID"].size
+        const = xr.Dataset({
+            "ID": ("obs", c["ID"].values), "TIME": ("obs", c["TIME"].values),
+            "DVID": ("obs", c["DVID"].values), "BLQ": ("obs", c["BLQ"].values.astype(np.int8)),
+            "LLOQ": ("obs", c["LLOQ"].values), "OUTPUT": ("obs", np.zeros(n, dtype=int)),
+            "CMT": ("obs", np.ones(n, dtype=int)), "ROW": ("obs", np.arange(n)),
+            "subject_ID": ("subject", np.arange(1, N_SUB + 1)),
+            "cov_WT": ("subject", c["WT"].values),
+        })
+        dt["posterior"] = xr.DataTree(post)
+        dt["constant_data"] = xr.DataTree(const)
+        dt.attrs["il2pkpd_model"] = "one_cmt_test"
+        return dt
+
+    ref = load_fit_dir(fit_dir)
+    other = _copy_fit(fit_dir, tmp_path / "inference_style", edit, drop_files=("fit.json",))
+    (other / "fit.json").write_text(json.dumps({"method": "nuts", "info": {
+        "model": "one_cmt_test", "data": str(other / "data.csv"), "max_tree_depth": 10}}))
+    fit = load_fit_dir(other)
+    pd.testing.assert_frame_equal(ref.obs.drop(columns="OUTPUT"), fit.obs.drop(columns="OUTPUT"))
+    from il2pkpd.report import shrinkage_table
+
+    pd.testing.assert_frame_equal(shrinkage_table(ref), shrinkage_table(fit))
+    text = build_report(other).read_text(encoding="utf-8")
+    assert "could not be built" not in text
+    assert "model file one_cmt_test not found" in text
+    assert "population prediction (posterior &#x27;pred&#x27;) not in the fit" in text
+    assert "Dose records by route" in text and "subject_ID" not in text
+
+
 def test_cli_report_writes_the_file_and_rejects_a_missing_dir(fit_dir, tmp_path, capsys):
     copy = _copy_fit(fit_dir, tmp_path / "cli")
     assert main(["report", str(copy), "--bins", "4"]) == 0

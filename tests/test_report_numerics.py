@@ -185,3 +185,20 @@ def test_loo_adds_constant_observations_exactly():
     assert tab2["estimate"].iloc[0] == pytest.approx(float(ref.elpd) + np.log(0.8))
     assert tab2.attrs["n_const"] == 1
     assert np.isnan(tab2.attrs["pareto_k"][-1])
+
+
+def test_shrinkage_from_non_centred_z_over_iiv():
+    # z posterior means (-0.5, 0, 0.5) for CL, omega_CL 0.6 in every draw: eta means
+    # (-0.3, 0, 0.3), SD 0.3 -> shrinkage 0.5. For V: z means (-1, 0, 1), omega_V 0.2 ->
+    # eta means (-0.2, 0, 0.2), SD 0.2 -> shrinkage 0.
+    zm = np.array([[-0.5, -1.0], [0.0, 0.0], [0.5, 1.0]])
+    z = zm[None, None] + np.array([-0.1, 0.1])[None, :, None, None]
+    post = xr.Dataset(
+        {"z": (("chain", "draw", "subject", "iiv"), z),
+         "omega_CL": (("chain", "draw"), np.full((1, 2), 0.6)),
+         "omega_V": (("chain", "draw"), np.full((1, 2), 0.2))},
+        coords={"iiv": ["CL", "V"]},
+    )
+    tab = shrinkage_table(_fitdata({"posterior": post})).set_index("random_effect")
+    assert tab.loc["eta_CL", "shrinkage"] == pytest.approx(0.5)
+    assert tab.loc["eta_V", "shrinkage"] == pytest.approx(0.0, abs=1e-12)

@@ -202,8 +202,8 @@ def _prior_section(s: Section, fit: FitData, figs: _Figures) -> None:
 def _shrinkage_section(s: Section, fit: FitData) -> None:
     tab = dg.shrinkage_table(fit)
     if not len(tab):
-        s.missing("No random effects found (posterior variables eta_<P> over 'subject' with "
-                  "a matching omega_<P>).")
+        s.missing("No random effects found (posterior eta_<P> over 'subject', eta or z over "
+                  "(subject, iiv), each with a matching omega_<P>).")
         return
     s.text("Eta shrinkage = 1 - SD over subjects of the posterior mean eta / omega (posterior "
            "mean). Above about 0.3, individual estimates and IPRED-based plots lean on the "

@@ -25,6 +25,8 @@ ESS_MIN = 400.0
 EBFMI_MIN = 0.3
 PARETO_K_MAX = 0.7
 PREDICTION_VARS = {"pred", "ipred", "PRED", "IPRED"}
+NOT_COVARIATES = {"ID", "TIME", "DVID", "MDV", "BLQ", "LLOQ", "obs_mask", "OUTPUT", "CMT", "ROW",
+                  "subject_ID", "EVID", "AMT"}
 
 
 def _status(ok: bool | None) -> str:
@@ -72,6 +74,12 @@ def convergence_table(fit: FitData) -> pd.DataFrame:
         r = np.asarray(rhat[name].values, dtype=float).reshape(-1)
         b = np.asarray(bulk[name].values, dtype=float).reshape(-1)
         t = np.asarray(tail[name].values, dtype=float).reshape(-1)
+        # elements fixed in every draw (e.g. the unit diagonal of a Cholesky factor) say nothing
+        x = draws(post[name]).reshape(-1, r.size)
+        varies = np.ptp(x, axis=0) > 0
+        if not varies.any():
+            continue
+        r, b, t = r[varies], b[varies], t[varies]
         label = name if r.size == 1 else f"{name} (worst of {r.size})"
         r_w, b_w, t_w = np.nanmax(r), np.nanmin(b), np.nanmin(t)
         ok = bool(r_w <= RHAT_MAX and b_w >= ESS_MIN and t_w >= ESS_MIN)
@@ -152,11 +160,37 @@ def parameter_table(fit: FitData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["parameter", "unit", "mean", "sd", "q5", "median", "q95"])
 
 
+def _eta_draws(post: xr.Dataset) -> dict[str, xr.DataArray]:
+    """Random-effect draws by parameter, each with dims (chain, draw, subject)."""
+    out: dict[str, xr.DataArray] = {}
+    for name, da in post.data_vars.items():
+        if name.startswith("eta_") and "subject" in da.dims and da.ndim == 3:
+            out[name[len("eta_"):]] = da
+    for var, scaled in (("eta", False), ("z", True)):
+        da = post.get(var)
+        if out or da is None or "subject" not in da.dims or da.ndim != 4:
+            continue
+        if scaled and any(n.startswith("corr_") for n in post.data_vars):
+            continue  # correlated blocks: eta is not omega * z
+        iiv = next(d for d in da.dims if d not in (*SAMPLE_DIMS, "subject"))
+        for k, par in enumerate(da[iiv].values):
+            par = str(par)
+            piece = da.isel({iiv: k}, drop=True)
+            if scaled:
+                if f"omega_{par}" not in post:
+                    continue
+                piece = piece * post[f"omega_{par}"]
+            out[par] = piece
+    return out
+
+
 def shrinkage_table(fit: FitData) -> pd.DataFrame:
     """Eta shrinkage per random effect: ``1 - sd_subjects(posterior mean of eta_i) / omega``.
 
-    ``omega`` is the posterior mean of ``omega_<P>`` for ``eta_<P>``. Values near 1 mean the
-    data say little about the individual parameter (individual plots then reflect the prior).
+    ``omega`` is the posterior mean of ``omega_<P>``. The random effects are ``eta_<P>``, or
+    ``eta`` / ``omega_<P> * z`` over ``(subject, iiv)`` (see :mod:`il2pkpd.report.fitdir`).
+    Values near 1 mean the data say little about the individual parameter (individual plots
+    then reflect the prior).
 
     Returns
     -------
@@ -165,20 +199,14 @@ def shrinkage_table(fit: FitData) -> pd.DataFrame:
     """
     post = fit.datatree["posterior"].to_dataset()
     rows = []
-    for name, da in post.data_vars.items():
-        if not name.startswith("eta_") or "subject" not in da.dims:
-            continue
-        par = name[len("eta_"):]
+    for par, da in _eta_draws(post).items():
         om_name = f"omega_{par}"
         if om_name not in post:
-            continue
-        other = [d for d in da.dims if d not in (*SAMPLE_DIMS, "subject")]
-        if other:
             continue
         eta_mean = np.asarray(da.mean(dim=[d for d in SAMPLE_DIMS if d in da.dims]).values)
         omega = float(np.asarray(post[om_name].values).mean())
         sd = float(np.std(eta_mean, ddof=1)) if eta_mean.size > 1 else np.nan
-        rows.append({"random_effect": name, "omega": omega, "sd_eta": sd,
+        rows.append({"random_effect": f"eta_{par}", "omega": omega, "sd_eta": sd,
                      "shrinkage": 1.0 - sd / omega if omega > 0 else np.nan})
     return pd.DataFrame(rows, columns=["random_effect", "omega", "sd_eta", "shrinkage"])
 
@@ -290,11 +318,12 @@ def data_summary(fit: FitData) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.Da
         n_sub = obs["ID"].nunique()
         cov_rows = []
         for name, da in const.data_vars.items():
-            if name in ("ID", "TIME", "DVID", "MDV", "BLQ", "LLOQ", "obs_mask"):
+            if name in NOT_COVARIATES:
                 continue
             vals = np.asarray(da.values).reshape(-1)
             if vals.size == n_sub and np.issubdtype(vals.dtype, np.number):
-                cov_rows.append({"covariate": name, "min": np.nanmin(vals),
+                label = name[len("cov_"):] if name.startswith("cov_") else name
+                cov_rows.append({"covariate": label, "min": np.nanmin(vals),
                                  "median": np.nanmedian(vals), "max": np.nanmax(vals)})
         covs = pd.DataFrame(cov_rows) if cov_rows else None
     return outputs, doses, covs

@@ -11,7 +11,10 @@ section of docs/ARCHITECTURE.md):
       model file, ``omega_<P>``, ``corr_<P>_<Q>``, ``sigma_<output>``); random effects
       ``eta_<P>`` with a ``subject`` dimension; per-observation deterministics ``pred`` (population
       prediction, all random effects at zero) and ``ipred`` (individual prediction), with an
-      ``obs`` dimension (upper-case ``PRED``/``IPRED`` are accepted too).
+      ``obs`` dimension (upper-case ``PRED``/``IPRED`` are accepted too; they may also sit in
+      ``posterior_predictive`` or ``predictions``). Random effects for shrinkage: ``eta_<P>``
+      over ``subject``, or ``eta`` over ``(subject, iiv)`` with parameter names as ``iiv``
+      coordinates, or (without correlations) ``z`` over ``(subject, iiv)`` times ``omega_<P>``.
     - ``sample_stats``: ``diverging``; optional ``energy`` (for E-BFMI), ``tree_depth`` or
       ``n_steps``, ``reached_max_tree_depth`` (NumPyro: ``extra_fields=("energy", "num_steps")``).
     - ``observed_data``: ``DV`` per observation (for BLQ records: the LLOQ).
@@ -19,7 +22,8 @@ section of docs/ARCHITECTURE.md):
     - ``log_likelihood``: ``DV`` per observation (any single variable is accepted).
     - ``constant_data``: per-observation ``ID``, ``TIME``, ``DVID`` and optionally ``MDV``,
       ``BLQ``, ``LLOQ`` (any dimension name, each of the length of ``observed_data.DV``);
-      optional per-subject covariates (length = number of subjects).
+      optional per-subject covariates (length = number of subjects; a ``cov_`` prefix is
+      dropped; ``subject_ID``, ``OUTPUT``, ``CMT``, ``ROW`` are not covariates).
     - ``prior`` (optional): prior draws, used for prior-against-posterior plots.
 
     Observations may also be stored padded as ``(subject, obs)`` arrays; entries with a missing
@@ -30,11 +34,12 @@ section of docs/ARCHITECTURE.md):
     table is recomputed with ``arviz.summary``.
 
 ``fit.json`` (optional)
-    Keys ``model`` (path or name of the model TOML: gives parameter and output units and names),
-    ``data`` (path of the dataset CSV: gives doses and covariates for the data summary) and
-    ``max_tree_depth`` (default 10). A root attribute ``model`` / ``model_path`` of the DataTree
-    is read when there is no ``fit.json``. A ``data.csv`` beside ``posterior.nc`` is used when
-    ``fit.json`` names no dataset.
+    Keys ``model_path`` or ``model`` (path of the model TOML, or a bundled model's name: gives
+    parameter and output units and output names), ``data_path`` or ``data`` (path of the dataset
+    CSV: gives doses and covariates for the data summary) and ``max_tree_depth`` (default 10),
+    at the top level or under ``info``. Root attributes of the DataTree (``model_path``,
+    ``il2pkpd_model``, ``data_path``, ``il2pkpd_data``) are read when ``fit.json`` has none. A
+    ``data.csv`` beside ``posterior.nc`` is used when no dataset is named.
 """
 
 from __future__ import annotations
@@ -216,8 +221,18 @@ def load_fit_dir(fit_dir: str | Path) -> FitData:
             return None
         return arr[:, keep]
 
-    pred = per_obs(_pick(post, ("pred", "PRED")), "population prediction (posterior 'pred')")
-    ipred = per_obs(_pick(post, ("ipred", "IPRED")), "individual prediction (posterior 'ipred')")
+    pred_groups = [post] + [dt[g].to_dataset() for g in ("posterior_predictive", "predictions")
+                            if g in dt.children]
+
+    def find(names):
+        for ds in pred_groups:
+            da = _pick(ds, names)
+            if da is not None:
+                return da
+        return None
+
+    pred = per_obs(find(("pred", "PRED")), "population prediction (posterior 'pred')")
+    ipred = per_obs(find(("ipred", "IPRED")), "individual prediction (posterior 'ipred')")
     ppc = None
     if "posterior_predictive" in dt.children:
         ppc = per_obs(_pick(dt["posterior_predictive"].to_dataset(), ("DV",)),
@@ -235,7 +250,21 @@ def load_fit_dir(fit_dir: str | Path) -> FitData:
             meta = json.loads((fit_dir / "fit.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             notes.append(f"fit.json could not be read ({err})")
-    model_ref = meta.get("model") or dt.attrs.get("model_path") or dt.attrs.get("model")
+    info = meta.get("info") if isinstance(meta.get("info"), dict) else {}
+
+    def ref(keys, attrs):
+        for key in keys:
+            for src in (meta, info):
+                if src.get(key):
+                    return src[key]
+        for key in attrs:
+            if dt.attrs.get(key):
+                return dt.attrs[key]
+        return None
+
+    model_ref = ref(("model_path", "model"), ("model_path", "model", "il2pkpd_model"))
+    if info.get("max_tree_depth") and "max_tree_depth" not in meta:
+        meta = {**meta, "max_tree_depth": info["max_tree_depth"]}
     model = model_path = None
     if model_ref:
         model_path = _resolve_model(str(model_ref), fit_dir)
@@ -247,7 +276,7 @@ def load_fit_dir(fit_dir: str | Path) -> FitData:
         notes.append("the fit directory does not name its model file; units are left blank")
 
     dataset = None
-    data_ref = meta.get("data") or dt.attrs.get("data_path")
+    data_ref = ref(("data_path", "data"), ("data_path", "il2pkpd_data"))
     data_path = None
     if data_ref and Path(str(data_ref)).is_file():
         data_path = Path(str(data_ref))
