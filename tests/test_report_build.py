@@ -393,6 +393,13 @@ def test_cli_report_writes_the_file_and_rejects_a_missing_dir(fit_dir, tmp_path,
     copy = _copy_fit(fit_dir, tmp_path / "cli")
     assert main(["report", str(copy), "--bins", "4"]) == 0
     assert (copy / "report.html").is_file()
+    # paged individual fits: 8 subjects at 3 per page -> 3 pages; the single page of the
+    # default build is replaced
+    assert main(["report", str(copy), "--per-page", "3"]) == 0
+    pages = sorted(p.name for p in (copy / "figures").glob("individual_*.png"))
+    assert pages == [f"individual_1_CP_page{k}.png" for k in (1, 2, 3)]
+    text = (copy / "report.html").read_text(encoding="utf-8")
+    assert "page 3 of 3: subjects 7, 8" in text
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "posterior.nc" in capsys.readouterr().err
 

@@ -51,6 +51,8 @@ def build_report(fit_dir: str | Path, *, n_bins: int = 8, subjects_per_page: int
                  max_tree_depth: int = 10) -> Path:
     """Write ``fit_dir/report.html`` (self-contained) and ``fit_dir/figures/*.png``.
 
+    PNG files left in ``figures/`` by an earlier build and not made again are removed.
+
     Parameters
     ----------
     fit_dir : str or pathlib.Path
@@ -108,6 +110,9 @@ def build_report(fit_dir: str | Path, *, n_bins: int = 8, subjects_per_page: int
     page = render_page(title, subtitle, sections)
     out = fit_dir / "report.html"
     atomic_write_text(out, page)
+    for old in figs.folder.glob("*.png"):  # figures of an earlier build that is now replaced
+        if old.stem not in figs.names:
+            old.unlink(missing_ok=True)
     return out
 
 
