@@ -1,9 +1,113 @@
-"""`il2pkpd fit` (not yet registered: its issue is in progress)."""
+"""`il2pkpd fit`: Bayesian population fit of a model to a dataset.
+
+Writes ``OUT/posterior.nc`` (ArviZ DataTree), ``OUT/summary.csv``, ``OUT/individual.csv``,
+``OUT/fit.json`` and, last, ``OUT/_COMPLETE`` (each file atomically: an interrupted fit leaves no
+file that looks complete).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
+
+from il2pkpd.errors import OptionError
+
+
+def _warn(msg: str) -> None:
+    typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
+
+
+def fit_command(
+    data: Path = typer.Argument(..., help="NONMEM-style CSV dataset."),
+    model: str = typer.Option(..., "--model", "-m",
+                              help="Bundled model name (two_cmt_iv) or model file path."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    method: str = typer.Option("nuts", help="nuts | map | laplace | svi."),
+    chains: int = typer.Option(4, help="NUTS chains (run in parallel on CPU cores)."),
+    warmup: int = typer.Option(500, help="NUTS warm-up iterations per chain."),
+    samples: int = typer.Option(1000, help="NUTS draws kept per chain."),
+    seed: int = typer.Option(0, help="Random seed."),
+    target_accept: float = typer.Option(0.8, help="NUTS target acceptance probability."),
+    max_tree_depth: int = typer.Option(10, help="NUTS maximum tree depth."),
+    dense_mass: str = typer.Option("population",
+                                   help="NUTS mass matrix: population | full | diagonal."),
+    init: str = typer.Option("median", help="NUTS start: median (prior medians) | map."),
+    draws: int = typer.Option(1000, help="Draws of the laplace / svi approximations."),
+    prior: list[str] = typer.Option([], "--prior",
+                                    help="Override a prior, e.g. CL=lognormal(1.4,0.5), "
+                                         "omega_CL=halfnormal(0.3); repeatable."),
+    fix: list[str] = typer.Option([], "--fix", help="Fix a parameter, e.g. KA=0.3; repeatable."),
+    residual: list[str] = typer.Option([], "--residual",
+                                       help="Residual error per output, e.g. CP=lognormal "
+                                            "(additive|proportional|combined|lognormal)."),
+    iiv: str = typer.Option(None, help="Parameters with IIV, comma-separated (CL,V1)."),
+    covariance: str = typer.Option(None, help="IIV covariance: diagonal | block."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Fit a population model (NUTS by default) and write posterior.nc and summary.csv."""
+    from il2pkpd.inference._fit import METHODS
+    from il2pkpd.inference.samplers import DENSE_OPTIONS
+    from il2pkpd.inference.spec import parse_assignments
+
+    if method not in METHODS:
+        raise OptionError(f"--method {method!r} is not allowed; use one of {', '.join(METHODS)}.")
+    for name, v, lo in (("--chains", chains, 1), ("--warmup", warmup, 0),
+                        ("--samples", samples, 1), ("--draws", draws, 1),
+                        ("--max-tree-depth", max_tree_depth, 1)):
+        if v < lo:
+            raise OptionError(f"{name} must be at least {lo}, got {v}.")
+    if not 0 < target_accept < 1:
+        raise OptionError(f"--target-accept must lie between 0 and 1, got {target_accept}.")
+    if dense_mass not in DENSE_OPTIONS:
+        raise OptionError(f"--dense-mass {dense_mass!r} is not allowed; use one of "
+                          f"{', '.join(DENSE_OPTIONS)}.")
+    if init not in ("median", "map"):
+        raise OptionError(f"--init {init!r} is not allowed; use median or map.")
+    if covariance is not None and covariance not in ("diagonal", "block"):
+        raise OptionError(f"--covariance {covariance!r} is not allowed; use diagonal or block.")
+    if not data.exists():
+        raise OptionError(f"dataset {data} does not exist.")
+    priors = parse_assignments(prior, "--prior")
+    fixed = parse_assignments(fix, "--fix")
+    res = parse_assignments(residual, "--residual")
+    population = {}
+    if iiv is not None:
+        population["iiv"] = [p.strip() for p in iiv.split(",") if p.strip()]
+    if covariance is not None:
+        population["covariance"] = covariance
+
+    # Parallel chains: one XLA CPU device per chain, set before JAX starts its backend.
+    if method == "nuts" and chains > 1:
+        import numpyro
+
+        numpyro.set_host_device_count(min(chains, os.cpu_count() or 1))
+
+    from il2pkpd.inference import fit
+
+    result = fit(model, str(data), method=method, chains=chains, warmup=warmup, samples=samples,
+                 seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
+                 dense_mass=dense_mass, init=init, draws=draws, priors=priors, fix=fixed,
+                 population=population or None, residual=res or None,
+                 progress_bar=progress and os.isatty(2), cli=True)
+    out_dir = result.save(out)
+    typer.echo(result.summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    info = result.info
+    extra = ""
+    if method == "nuts":
+        extra = (f", {info['chains']} chains ({info['chain_method']}), "
+                 f"{info['divergences']} divergences")
+    typer.echo(f"{method}: {info.get('seconds', 0):.1f} s{extra}; wrote {out_dir}/posterior.nc, "
+               "summary.csv, individual.csv")
+    for msg in result.warnings:
+        _warn(msg)
+    # ---- REPORT HOOK (issue 6) ------------------------------------------------------------
+    # The report helper wires `il2pkpd.report.build_report(out_dir)` in here, after the fit
+    # folder is complete, so that `il2pkpd fit` also writes OUT/report.html.
+    # -----------------------------------------------------------------------------------------
 
 
 def register(app: typer.Typer) -> None:
-    """Add the command to *app* (nothing yet)."""
+    """Add ``fit`` to *app*."""
+    app.command("fit")(fit_command)

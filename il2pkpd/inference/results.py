@@ -1,0 +1,172 @@
+"""Fit results: the ArviZ DataTree, the summary table, per-subject estimates, atomic saving."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from il2pkpd._io import atomic_path, atomic_write_text, mark_complete, mark_incomplete
+
+__all__ = ["FitResult", "summary_table", "individual_table", "diagnostics_warnings",
+           "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN"]
+
+SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "ess_bulk", "ess_tail",
+                   "r_hat"]
+#: Thresholds for warnings (Vehtari et al. 2021: R-hat <= 1.01, bulk/tail ESS >= 100 per chain
+#: overall at least 400 for four chains).
+RHAT_LIMIT = 1.01
+ESS_MIN = 400.0
+
+#: Helper sites that never belong in the posterior groups.
+_SKIP_SITES = ("solver_ok", "domain_")
+
+
+def summary_table(posterior: xr.Dataset, names: list[str]) -> pd.DataFrame:
+    """Posterior summary of scalar quantities.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Variables with dims ``(chain, draw)``.
+    names : list of str
+        Variables to summarise, in order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``parameter, mean, sd, q5, median, q95, ess_bulk, ess_tail, r_hat`` (90%
+        equal-tailed interval; ESS and R-hat as in Vehtari et al. 2021, NaN with one draw).
+    """
+    import arviz_stats as azs
+
+    rows = []
+    for name in names:
+        a = np.asarray(posterior[name].values, dtype=float)
+        a = a.reshape(a.shape[0], a.shape[1])
+        flat = a.ravel()
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            ess_b = float(azs.ess(a, method="bulk")) if a.shape[1] >= 4 else np.nan
+            ess_t = (float(azs.ess(a, method="tail", prob=(0.05, 0.95)))
+                     if a.shape[1] >= 4 else np.nan)
+            rhat = float(azs.rhat(a)) if a.shape[0] >= 1 and a.shape[1] >= 4 else np.nan
+        q5, q50, q95 = np.quantile(flat, [0.05, 0.5, 0.95])
+        rows.append({"parameter": name, "mean": flat.mean(),
+                     "sd": flat.std(ddof=1) if flat.size > 1 else np.nan,
+                     "q5": q5, "median": q50, "q95": q95, "ess_bulk": ess_b, "ess_tail": ess_t,
+                     "r_hat": rhat})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def individual_table(posterior: xr.Dataset, ids: np.ndarray, varying: tuple[str, ...],
+                     constant: dict[str, float]) -> pd.DataFrame:
+    """Per-subject parameter estimates: ``ID``, then per parameter the posterior median and a
+    90% interval (``<P>``, ``<P>_q5``, ``<P>_q95``); parameters equal for all subjects take
+    their typical value's median."""
+    out = {"ID": np.asarray(ids)}
+    n = len(ids)
+    for name in varying:
+        a = np.asarray(posterior[f"ind_{name}"].values, dtype=float)
+        a = a.reshape(-1, n)
+        q5, q50, q95 = np.quantile(a, [0.05, 0.5, 0.95], axis=0)
+        out[name] = q50
+        out[f"{name}_q5"] = q5
+        out[f"{name}_q95"] = q95
+    for name, value in constant.items():
+        out[name] = np.full(n, value)
+    return pd.DataFrame(out)
+
+
+def diagnostics_warnings(summary: pd.DataFrame, divergences: int, n_draws: int,
+                         method: str) -> list[str]:
+    """Plain-language warnings on divergences, R-hat and ESS (NUTS only)."""
+    if method != "nuts":
+        return []
+    msgs = []
+    if divergences > 0:
+        msgs.append(f"{divergences} divergent transition(s) after warm-up "
+                    f"({100 * divergences / max(n_draws, 1):.1f}% of draws): the posterior may be "
+                    "biased; raise target_accept (e.g. 0.95) or reparameterise.")
+    bad = summary[summary["r_hat"] > RHAT_LIMIT]
+    if len(bad):
+        msgs.append(f"R-hat above {RHAT_LIMIT} for {', '.join(bad['parameter'])} (max "
+                    f"{bad['r_hat'].max():.3f}): chains disagree; run longer or check the model.")
+    ess_min = min(ESS_MIN, 0.5 * n_draws)
+    low = summary[(summary["ess_bulk"] < ess_min) | (summary["ess_tail"] < ess_min)]
+    if len(low):
+        msgs.append(f"low effective sample size (< {ess_min:.0f}) for "
+                    f"{', '.join(low['parameter'])}: estimates and intervals are imprecise; "
+                    "draw more samples.")
+    return msgs
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`il2pkpd.inference.fit`.
+
+    Attributes
+    ----------
+    datatree : xarray.DataTree
+        ArviZ groups ``posterior, sample_stats, log_likelihood, posterior_predictive,
+        observed_data, constant_data`` (``sample_stats`` only for NUTS).
+    summary : pandas.DataFrame
+        Population parameters: ``parameter, mean, sd, q5, median, q95, ess_bulk, ess_tail,
+        r_hat``.
+    individual : pandas.DataFrame
+        Per-subject estimates (``ID`` and one column per parameter, see
+        :func:`individual_table`).
+    method : str
+        ``nuts``, ``map`` or ``laplace``.
+    info : dict
+        Timings, chain method, divergences, settings.
+    warnings : list of str
+        Diagnostic warnings (divergences, R-hat, ESS).
+    """
+
+    datatree: xr.DataTree
+    summary: pd.DataFrame
+    individual: pd.DataFrame
+    method: str
+    info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``posterior.nc``, ``summary.csv``, ``individual.csv``, ``fit.json`` and the
+        ``_COMPLETE`` marker (last), each atomically; returns the folder."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        mark_incomplete(out)
+        with atomic_path(out / "posterior.nc") as tmp:
+            self.datatree.to_netcdf(tmp, engine="h5netcdf")
+        with atomic_path(out / "summary.csv") as tmp:
+            self.summary.to_csv(tmp, index=False, float_format="%.6g")
+        with atomic_path(out / "individual.csv") as tmp:
+            self.individual.to_csv(tmp, index=False, float_format="%.6g")
+        atomic_write_text(out / "fit.json", json.dumps(
+            {"method": self.method, "info": _jsonable(self.info), "warnings": self.warnings},
+            indent=2) + "\n")
+        mark_complete(out)
+        return out
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float | int | str | bool) or x is None:
+        return x
+    return str(x)
+
+
+def keep_site(name: str) -> bool:
+    """Whether a NumPyro site belongs in the posterior."""
+    return not name.startswith(_SKIP_SITES)

@@ -1,0 +1,357 @@
+"""Inference engines: NUTS, MAP by L-BFGS, a Laplace approximation and SVI.
+
+All work on the same :class:`~il2pkpd.inference.model.PopulationModel`. MAP optimises the joint
+density of population parameters and random effects in NumPyro's unconstrained space (Jacobian
+of the constraining transforms included), in the sampler's non-centred parametrisation; Laplace
+puts a Gaussian there. SVI fits a full-rank Gaussian in the same space.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import MCMC, NUTS, init_to_median
+from numpyro.infer.util import initialize_model
+
+from il2pkpd.errors import OptionError
+
+__all__ = ["MapResult", "run_map", "run_laplace", "run_svi", "run_nuts",
+           "choose_chain_method", "DENSE_OPTIONS"]
+
+DENSE_OPTIONS = ("population", "full", "diagonal")
+
+
+@dataclass(frozen=True)
+class MapResult:
+    """Mode of the (unconstrained) posterior.
+
+    Attributes
+    ----------
+    unconstrained : dict
+        Site name -> unconstrained value.
+    constrained : dict
+        Site name -> value (deterministic sites included).
+    potential : float
+        Potential energy (negative log density, unconstrained space) at the mode.
+    iterations : int
+        L-BFGS iterations.
+    converged : bool
+        Gradient norm fell below the tolerance.
+    grad_norm : float
+    seconds : float
+    """
+
+    unconstrained: dict
+    constrained: dict
+    potential: float
+    iterations: int
+    converged: bool
+    grad_norm: float
+    seconds: float
+
+
+def _init(pm, obs, key):
+    info = initialize_model(key, pm, model_kwargs={"obs": obs},
+                            init_strategy=init_to_median(num_samples=15))
+    return info
+
+
+def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
+            restarts: int = 1, centred: bool = False) -> MapResult:
+    """Maximise the posterior density with L-BFGS (optax) in unconstrained space.
+
+    Parameters
+    ----------
+    pm : PopulationModel
+    obs : array
+        Observed values (``pm.observed``).
+    seed : int
+        Seed of the initial values (prior medians with jitter for restarts > 1).
+    max_iter : int
+        L-BFGS iteration limit.
+    tol : float
+        Stop when the gradient's infinity norm falls below ``tol`` (relative to 1 + |U|).
+    restarts : int
+        Number of starting points; the best mode is returned.
+    centred : bool
+        Maximise the joint density of the centred parametrisation (random effects eta rather
+        than the standard normal z of the sampler). That density is unbounded as the IIV SDs
+        go to 0 and the optimiser usually collapses there, so the default (False) maximises
+        the sampler's own non-centred density: a stable start for NUTS whose IIV SDs are
+        inflated (a joint mode is not a marginal one). Use SVI or NUTS for IIV estimates.
+
+    Returns
+    -------
+    MapResult
+    """
+    import optax
+
+    t0 = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    info = _init(pm, obs, key)
+    x0_tree = info.param_info.z
+    x0, unravel = ravel_pytree(x0_tree)
+    potential_fn = info.potential_fn
+
+    spec = pm.spec
+    n_subj = pm.n_subjects
+
+    def centred_correction(x):
+        # log |d eta / d z| over subjects: turns the non-centred joint density into the centred
+        # one, whose mode is the usual joint MAP (the non-centred mode inflates the IIV SDs)
+        if not centred or not spec.iiv:
+            return 0.0
+        c = info.postprocess_fn(unravel(x))
+        total = sum(jnp.log(c[f"omega_{p}"]) for p in spec.iiv)
+        for k, b in enumerate(spec.blocks):
+            if len(b) > 1:
+                total = total + jnp.sum(jnp.log(jnp.diagonal(c[f"L_omega_{k + 1}"])))
+        return n_subj * total
+
+    def f(x):
+        return potential_fn(unravel(x)) + centred_correction(x)
+
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    @jax.jit
+    def solve(x_init):
+        def step(carry):
+            x, state, i, _ = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            x = optax.apply_updates(x, updates)
+            gnorm = jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
+            return x, state, i + 1, gnorm
+
+        def cond(carry):
+            _, _, i, gnorm = carry
+            return (i < max_iter) & ((gnorm > tol) | (i == 0)) & jnp.isfinite(gnorm)
+
+        state = opt.init(x_init)
+        x, state, i, _ = jax.lax.while_loop(cond, step, (x_init, state, 0, jnp.asarray(1e30)))
+        value, grad = jax.value_and_grad(f)(x)
+        return x, value, i, jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
+
+    best = None
+    for r in range(max(1, restarts)):
+        start = x0 if r == 0 else x0 + 0.5 * jax.random.normal(jax.random.PRNGKey(seed + r),
+                                                               x0.shape)
+        x, value, iters, gnorm = solve(start)
+        if best is None or (np.isfinite(float(value)) and float(value) < float(best[1])):
+            best = (x, value, iters, gnorm)
+    x, value, iters, gnorm = best
+    unc = unravel(x)
+    constrained = info.postprocess_fn(unc)
+    return MapResult(unconstrained=unc, constrained={k: v for k, v in constrained.items()},
+                     potential=float(value), iterations=int(iters),
+                     converged=bool(float(gnorm) <= max(tol, 1e-4)), grad_norm=float(gnorm),
+                     seconds=time.perf_counter() - t0)
+
+
+def run_laplace(pm, obs, *, seed: int = 0, draws: int = 1000, map_result: MapResult | None = None,
+                ) -> tuple[dict, MapResult, dict]:
+    """Laplace approximation: a Gaussian at the unconstrained mode with the inverse Hessian.
+
+    Parameters
+    ----------
+    pm : PopulationModel
+    obs : array
+    seed : int
+    draws : int
+        Number of draws from the approximation.
+    map_result : MapResult, optional
+        A mode already found (else :func:`run_map` is called).
+
+    Returns
+    -------
+    samples : dict
+        Site name -> array (draws, ...), constrained, deterministic sites included.
+    map_result : MapResult
+    info : dict
+        ``{"min_eigenvalue": ..., "clipped": n}`` of the Hessian.
+    """
+    mres = map_result or run_map(pm, obs, seed=seed)
+    key = jax.random.PRNGKey(seed + 1)
+    info = _init(pm, obs, key)
+    x, unravel = ravel_pytree(mres.unconstrained)
+
+    def f(v):
+        return info.potential_fn(unravel(v))
+
+    hess = np.asarray(jax.jit(jax.hessian(f))(x))
+    hess = 0.5 * (hess + hess.T)
+    w, v = np.linalg.eigh(hess)
+    floor = 1e-8 * max(1.0, float(np.max(np.abs(w))))
+    clipped = int(np.sum(w < floor))
+    w = np.maximum(w, floor)
+    cov_sqrt = v / np.sqrt(w)  # columns scaled: cov = cov_sqrt cov_sqrt^T
+    eps = np.asarray(jax.random.normal(key, (draws, x.shape[0])))
+    xs = np.asarray(x)[None, :] + eps @ cov_sqrt.T
+    post = jax.jit(jax.vmap(lambda v_: info.postprocess_fn(unravel(v_))))
+    samples = post(jnp.asarray(xs))
+    return dict(samples), mres, {"min_eigenvalue": float(np.min(np.linalg.eigvalsh(hess))),
+                                 "clipped": clipped}
+
+
+def run_svi(pm, obs, *, seed: int = 0, steps: int = 3000, learning_rate: float = 0.01,
+            draws: int = 1000, progress_bar: bool = False) -> tuple[dict, dict]:
+    """Variational approximation: SVI with a full-rank Gaussian guide in unconstrained space
+    (``AutoMultivariateNormal``), Adam, ``steps`` steps.
+
+    Returns
+    -------
+    samples : dict
+        Site name -> array (draws, ...), constrained, deterministic sites included.
+    info : dict
+        ``{"elbo_final": ..., "seconds": ...}`` (ELBO averaged over the last 10% of steps).
+    """
+    import optax
+    from numpyro.infer import SVI, Predictive, Trace_ELBO
+    from numpyro.infer.autoguide import AutoMultivariateNormal
+
+    t0 = time.perf_counter()
+    guide = AutoMultivariateNormal(pm, init_loc_fn=init_to_median(num_samples=15),
+                                   init_scale=0.05)
+    optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate))
+    svi = SVI(pm, guide, optimizer, Trace_ELBO())
+    res = svi.run(jax.random.PRNGKey(seed), steps, obs=obs, progress_bar=progress_bar)
+    losses = np.asarray(res.losses)
+    tail = losses[-max(1, steps // 10):]
+    latents = guide.sample_posterior(jax.random.PRNGKey(seed + 1), res.params,
+                                     sample_shape=(draws,))
+    det = Predictive(pm, posterior_samples=latents)(jax.random.PRNGKey(seed + 2), obs=None)
+    smp = {**latents, **{k: v for k, v in det.items() if k != "DV"}}
+    return smp, {"elbo_final": float(-np.mean(tail)), "steps": steps,
+                 "seconds": time.perf_counter() - t0}
+
+
+def choose_chain_method(chains: int, requested: str | None, is_ode: bool) -> str:
+    """Pick ``parallel`` when there are enough JAX devices (CPU cores made devices with
+    ``numpyro.set_host_device_count``), else ``sequential``; ``vectorized`` for ODE models on
+    one device with several chains is not faster on CPU, so sequential is used there too.
+
+    diffrax-based ODE models cannot use ``parallel`` in this stack (pmap over diffrax's loops
+    fails); they get ``sequential`` (CPU) or ``vectorized`` (GPU).
+    """
+    allowed = ("parallel", "sequential", "vectorized")
+    if requested is not None and requested not in allowed:
+        raise OptionError(f"chain_method '{requested}' is not allowed; use one of {allowed}.")
+    if chains <= 1:
+        return "sequential"
+    if requested is not None:
+        return requested
+    backend = jax.default_backend()
+    if is_ode:
+        return "vectorized" if backend != "cpu" else "sequential"
+    if jax.local_device_count() >= chains:
+        return "parallel"
+    return "vectorized" if backend != "cpu" else "sequential"
+
+
+def _dense_arg(pm, dense_mass: str | bool):
+    if dense_mass is True or dense_mass == "full":
+        return True
+    if dense_mass is False or dense_mass == "diagonal":
+        return False
+    if dense_mass != "population":
+        raise OptionError(f"dense_mass '{dense_mass}' is not allowed; use one of "
+                          f"{DENSE_OPTIONS}.")
+    spec = pm.spec
+    sites = list(spec.estimated) + [f"omega_{p}" for p in spec.iiv]
+    sites += [f"L_omega_{k + 1}" for k, b in enumerate(spec.blocks) if len(b) > 1]
+    for c in spec.covariates:
+        if not c.prior.is_fixed:
+            sites += list(c.site_names)
+    for r in spec.residuals:
+        sites += [n for n, p in r.priors.items() if not p.is_fixed]
+    return [tuple(sites)] if sites else False
+
+
+def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
+             target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
+             dense_mass: str | bool = "population", init: str = "median",
+             chain_method: str | None = None, progress_bar: bool | None = None,
+             is_ode: bool = False, map_result: MapResult | None = None) -> tuple[MCMC, dict]:
+    """Run NUTS.
+
+    Parameters
+    ----------
+    pm : PopulationModel
+    obs : array
+        Observed values.
+    chains, warmup, samples : int
+        Number of chains, warm-up iterations and kept draws per chain.
+    target_accept : float
+        Target acceptance probability of step-size adaptation (0 < a < 1).
+    max_tree_depth : int
+        Maximum tree depth (at most 2**depth leapfrog steps per draw).
+    seed : int
+    dense_mass : {"population", "full", "diagonal"}
+        Mass matrix: dense over population parameters and diagonal over the random effects
+        (default), dense over everything, or diagonal.
+    init : {"median", "map"}
+        Start from prior medians (``init_to_median``) or from the MAP estimate, jittered per chain.
+    chain_method : str, optional
+        ``parallel``, ``sequential`` or ``vectorized``; chosen automatically when None.
+    progress_bar : bool, optional
+        Default: on when stderr is a terminal.
+    is_ode : bool
+        The structural model is an ODE (affects the automatic chain method).
+    map_result : MapResult, optional
+        A MAP estimate to start from (``init="map"``).
+
+    Returns
+    -------
+    mcmc : numpyro.infer.MCMC
+    info : dict
+        ``chain_method``, ``seconds`` (sampling wall time, compilation included), ``map_seconds``.
+    """
+    if init not in ("median", "map"):
+        raise OptionError(f"init '{init}' is not allowed; use 'median' or 'map'.")
+    if not 0 < target_accept < 1:
+        raise OptionError(f"target_accept must lie between 0 and 1, got {target_accept}.")
+    for name, v, lo in (("chains", chains, 1), ("warmup", warmup, 0), ("samples", samples, 1),
+                        ("max_tree_depth", max_tree_depth, 1)):
+        if int(v) != v or v < lo:
+            raise OptionError(f"{name} must be an integer >= {lo}, got {v}.")
+    method = choose_chain_method(chains, chain_method, is_ode)
+    if progress_bar is None:
+        progress_bar = bool(os.isatty(2))
+    kernel = NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                  dense_mass=_dense_arg(pm, dense_mass),
+                  init_strategy=init_to_median(num_samples=15))
+    mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
+                chain_method=method, progress_bar=progress_bar)
+    key = jax.random.PRNGKey(seed)
+    init_params = None
+    map_seconds = 0.0
+    if init == "map":
+        mres = map_result or run_map(pm, obs, seed=seed)
+        map_seconds = mres.seconds
+        flat, unravel = ravel_pytree(mres.unconstrained)
+        jit_keys = jax.random.split(jax.random.PRNGKey(seed + 7), chains)
+        starts = [unravel(flat + 0.05 * jax.random.normal(k, flat.shape)) for k in jit_keys]
+        init_params = (jax.tree.map(lambda *xs: jnp.stack(xs), *starts) if chains > 1
+                       else starts[0])
+    t0 = time.perf_counter()
+    mcmc.run(key, obs=obs, init_params=init_params, extra_fields=("diverging",))
+    jax.block_until_ready(mcmc.get_samples())
+    return mcmc, {"chain_method": method, "seconds": time.perf_counter() - t0,
+                  "map_seconds": map_seconds}
+
+
+def set_host_devices(n: int) -> int:
+    """Ask XLA for *n* CPU devices (parallel chains); returns the devices JAX actually has.
+
+    Only effective before JAX initialises its backend (call it at program start).
+    """
+    numpyro.set_host_device_count(max(1, int(n)))
+    return jax.local_device_count()
