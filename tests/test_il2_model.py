@@ -84,7 +84,7 @@ def scipy_il2(p, doses, t_out, rtol=1e-10):
 def rel_err(out, ref, conc_floor=1e-3):
     """Relative error; IL-2 below conc_floor IU/mL (far below any assay LLOQ) is compared
     against the floor."""
-    floor = np.array([conc_floor, 0.0, 0.0])[:, None]
+    floor = np.array([conc_floor, 0.0, 0.0])[: len(out), None]
     return np.abs(out - ref) / np.maximum(np.abs(ref), floor)
 
 
