@@ -70,7 +70,8 @@ class EventArrays:
     ids : (S,) int64
         Subject IDs.
     dose_time, dose_amt, dose_rate, dose_ii : (S, D) float64
-        Record time, AMT, RATE (as in the data, -1/-2 kept) and II of each dose.
+        Record time, AMT, RATE (as in the data, -1/-2 kept) and II of each dose (II is 1
+        where the data have 0: it only matters for SS doses).
     dose_kind : (S, D) int32
         :class:`DoseKind` code.
     dose_ss : (S, D) int32
@@ -382,7 +383,7 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
         dose_time=_pad(dcol(0), nd, 0.0, np.float64),
         dose_amt=_pad(dcol(4), nd, 0.0, np.float64),
         dose_rate=_pad(dcol(5), nd, 0.0, np.float64),
-        dose_ii=np.where(ii > 0, ii, np.where(d_mask, ii, 1.0)),
+        dose_ii=np.where(ii > 0, ii, 1.0),   # 1 where unused (keeps formulas finite)
         dose_kind=_pad(dcol(7), nd, 0, np.int32),
         dose_ss=_pad(dcol(8), nd, 0, np.int32),
         dose_cmt=_pad(dcol(9), nd, model.dosing_cmts[0], np.int64),
