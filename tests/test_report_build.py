@@ -311,6 +311,23 @@ def test_missing_pieces_are_reported_not_fatal(fit_dir, tmp_path):
         _decode_png(base64.b64decode(blob))
 
 
+def test_point_estimate_fit_reports_what_does_not_apply(fit_dir, tmp_path):
+    # A MAP fit: one chain, one draw, no sample_stats.
+    def edit(dt):
+        for group in ("posterior", "posterior_predictive", "log_likelihood"):
+            dt[group] = xr.DataTree(dt[group].to_dataset().isel(chain=[0], draw=[0]))
+        del dt["sample_stats"]
+        return dt
+
+    point = _copy_fit(fit_dir, tmp_path / "map", edit, drop_files=("fit.json",))
+    (point / "fit.json").write_text(json.dumps({"method": "map", "model": "model.toml"}))
+    text = build_report(point).read_text(encoding="utf-8")
+    assert "could not be built" not in text
+    assert "convergence diagnostics need MCMC draws" in text
+    assert "PSIS-LOO needs posterior draws" in text
+    assert "method &#x27;map&#x27;, not MCMC" in text
+
+
 def test_padded_subject_by_obs_layout_gives_the_same_table(fit_dir, tmp_path):
     # The same observations stored as (subject, 8) arrays, the last column padding.
     def pad(da, fill):
@@ -343,8 +360,6 @@ def test_padded_subject_by_obs_layout_gives_the_same_table(fit_dir, tmp_path):
     pd.testing.assert_frame_equal(a.obs.drop(columns="POS"), b.obs.drop(columns="POS"))
     np.testing.assert_allclose(a.ipred, b.ipred)
     np.testing.assert_allclose(a.ppc, b.ppc)
-    text = build_report(padded).read_text(encoding="utf-8")
-    assert "could not be built" not in text
 
 
 def test_layout_of_il2pkpd_inference_is_read(fit_dir, tmp_path):
@@ -391,11 +406,12 @@ def test_layout_of_il2pkpd_inference_is_read(fit_dir, tmp_path):
 
 def test_cli_report_writes_the_file_and_rejects_a_missing_dir(fit_dir, tmp_path, capsys):
     copy = _copy_fit(fit_dir, tmp_path / "cli")
-    assert main(["report", str(copy), "--bins", "4"]) == 0
+    # a stale figure of an earlier build is removed
+    (copy / "figures").mkdir(exist_ok=True)
+    (copy / "figures" / "individual_9_old_page1.png").write_bytes(b"old")
+    # paged individual fits: 8 subjects at 3 per page -> 3 pages
+    assert main(["report", str(copy), "--bins", "4", "--per-page", "3"]) == 0
     assert (copy / "report.html").is_file()
-    # paged individual fits: 8 subjects at 3 per page -> 3 pages; the single page of the
-    # default build is replaced
-    assert main(["report", str(copy), "--per-page", "3"]) == 0
     pages = sorted(p.name for p in (copy / "figures").glob("individual_*.png"))
     assert pages == [f"individual_1_CP_page{k}.png" for k in (1, 2, 3)]
     text = (copy / "report.html").read_text(encoding="utf-8")

@@ -158,6 +158,15 @@ def _diag_vars(fit: FitData) -> list[str]:
 
 
 def _convergence_section(s: Section, fit: FitData, figs: _Figures, depth: int) -> None:
+    post = fit.datatree["posterior"]
+    n_draws = int(post.sizes.get("chain", 1) * post.sizes.get("draw", 1))
+    method = str(fit.meta.get("method", "nuts"))
+    if method != "nuts":
+        s.missing(f"The fit used method '{method}', not MCMC: R-hat, ESS and the sampler "
+                  "checks below do not measure convergence for it.")
+    if n_draws < 4:
+        s.missing(f"{n_draws} posterior draw(s): convergence diagnostics need MCMC draws.")
+        return
     s.text(f"Thresholds: R-hat <= {dg.RHAT_MAX}, bulk and tail ESS >= {dg.ESS_MIN:g}, no "
            f"divergent transitions, E-BFMI >= {dg.EBFMI_MIN} in every chain, no transition at "
            "the maximum tree depth.")
@@ -169,6 +178,8 @@ def _convergence_section(s: Section, fit: FitData, figs: _Figures, depth: int) -
     meta_depth = int(fit.meta.get("max_tree_depth", depth))
     s.table(dg.sampler_checks(fit, meta_depth), "Sampler diagnostics")
     names = _diag_vars(fit)
+    if n_draws < 4:
+        return
     if names:
         figs.add(s, "rank", plots.rank_plot(fit.datatree, names),
                  "Rank plots (fractional ECDF differences per chain; should stay inside the "
@@ -286,6 +297,12 @@ def _vpc_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame,
 
 
 def _loo_section(s: Section, fit: FitData, figs: _Figures) -> None:
+    post = fit.datatree["posterior"]
+    n_draws = int(post.sizes.get("chain", 1) * post.sizes.get("draw", 1))
+    if n_draws < 10:
+        s.missing(f"{n_draws} posterior draw(s): PSIS-LOO needs posterior draws (NUTS, SVI or "
+                  "Laplace), not a point estimate.")
+        return
     table, res = dg.loo_summary(fit)
     if table is None:
         s.missing("The DataTree has no log_likelihood group: PSIS-LOO cannot be computed "
@@ -301,5 +318,7 @@ def _loo_section(s: Section, fit: FitData, figs: _Figures) -> None:
                   "matching).")
     else:
         s.text(f"All Pareto k <= {good_k:.2f}: the PSIS-LOO estimate is reliable.")
+    if res is None:
+        return
     figs.add(s, "pareto_k", plots.khat_plot(res, good_k),
              "Pareto k per observation (dashed: reliability threshold)")

@@ -152,10 +152,9 @@ def parameter_table(fit: FitData) -> pd.DataFrame:
         unit = ""
         if isinstance(params.get(name), dict):
             unit = str(params[name].get("unit", ""))
-        elif name.startswith("sigma_"):
-            unit = ""
         q5, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95])
-        rows.append({"parameter": name, "unit": unit, "mean": x.mean(), "sd": x.std(ddof=1),
+        sd = x.std(ddof=1) if x.size > 1 else np.nan
+        rows.append({"parameter": name, "unit": unit, "mean": x.mean(), "sd": sd,
                      "q5": q5, "median": q50, "q95": q95})
     return pd.DataFrame(rows, columns=["parameter", "unit", "mean", "sd", "q5", "median", "q95"])
 
@@ -225,8 +224,8 @@ def loo_summary(fit: FitData):
         The summary has rows ``elpd_loo`` (with its standard error), ``p_loo`` and the number
         of observations whose Pareto k exceeds ArviZ's reliability threshold (``summary.attrs``:
         ``good_k``, ``n_bad``, ``n_const``, ``pareto_k`` per observation). *result* is the
-        ``arviz.loo`` result on the non-constant observations. None when there is no log
-        likelihood.
+        ``arviz.loo`` result on the non-constant observations (None when every observation
+        is constant). ``(None, None)`` when there is no log likelihood.
     """
     if not fit.has_group("log_likelihood"):
         return None, None
@@ -243,6 +242,14 @@ def loo_summary(fit: FitData):
         obs_dim = other[0]
     vals = draws(da).reshape(-1, da.sizes[obs_dim])
     const = np.ptp(vals, axis=0) <= 1e-12 * np.maximum(1.0, np.abs(vals).max(axis=0))
+    if const.all():
+        table = pd.DataFrame([
+            {"quantity": "elpd_loo", "estimate": float(vals[0].sum()), "se": np.nan},
+            {"quantity": "observations with constant log likelihood (exact)",
+             "estimate": int(const.size), "se": np.nan}])
+        table.attrs.update(good_k=PARETO_K_MAX, n_bad=0, n_const=int(const.size),
+                           pareto_k=np.full(const.size, np.nan))
+        return table, None
     sub = xr.DataTree.from_dict({
         "posterior": fit.datatree["posterior"].to_dataset(),
         "log_likelihood": da.isel({obs_dim: np.flatnonzero(~const)}).to_dataset(name=var_name),

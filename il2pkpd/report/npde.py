@@ -47,7 +47,7 @@ def pde_subject(
     Returns
     -------
     pde : numpy.ndarray, shape (n,)
-        Values in ``[1/K, 1 - 1/K]``.
+        Values in ``[1/K, 1 - 1/K]`` (NaN when K < 2).
     decorrelated : bool
         Whether decorrelation was applied: False when not asked for, or when the covariance was
         not positive definite (then *pde* holds the prediction discrepancies).
@@ -63,6 +63,8 @@ def pde_subject(
     ysim = np.asarray(ysim, dtype=float)
     k = ysim.shape[0]
     done = False
+    if k < 2:
+        return np.full(y.shape, np.nan), done
     if decorrelate and y.size > 0 and k > y.size:
         mean = ysim.mean(axis=0)
         cov = np.atleast_2d(np.cov(ysim, rowvar=False))
