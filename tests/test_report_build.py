@@ -328,6 +328,25 @@ def test_point_estimate_fit_reports_what_does_not_apply(fit_dir, tmp_path):
     assert "method &#x27;map&#x27;, not MCMC" in text
 
 
+def test_each_output_gets_its_own_plots(fit_dir, tmp_path):
+    # Even subjects' observations relabelled as output DVID 2 (not in the model file).
+    def edit(dt):
+        c = dt["constant_data"].to_dataset()
+        dvid = np.where(c["ID"].values % 2 == 0, 2, 1)
+        c["DVID"] = (c["DVID"].dims, dvid)
+        dt["constant_data"] = xr.DataTree(c)
+        return dt
+
+    two = _copy_fit(fit_dir, tmp_path / "two", edit)
+    text = build_report(two).read_text(encoding="utf-8")
+    assert "could not be built" not in text
+    names = {p.name for p in (two / "figures").glob("*.png")}
+    for stem in ("gof_1_CP", "gof_2_DVID_2", "vpc_1_CP", "vpc_2_DVID_2",
+                 "individual_1_CP_page1", "individual_2_DVID_2_page1"):
+        assert f"{stem}.png" in names, stem
+    assert "DVID 2: VPC bins" in text
+
+
 def test_padded_subject_by_obs_layout_gives_the_same_table(fit_dir, tmp_path):
     # The same observations stored as (subject, 8) arrays, the last column padding.
     def pad(da, fill):

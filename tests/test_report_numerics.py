@@ -202,3 +202,25 @@ def test_shrinkage_from_non_centred_z_over_iiv():
     tab = shrinkage_table(_fitdata({"posterior": post})).set_index("random_effect")
     assert tab.loc["eta_CL", "shrinkage"] == pytest.approx(0.5)
     assert tab.loc["eta_V", "shrinkage"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_npde_of_data_from_the_simulated_distribution_are_independent_standard_normal():
+    # Observations drawn from the same correlated normal distribution as the simulations:
+    # NPDE must be close to N(0, 1) and uncorrelated within subjects, while the raw
+    # prediction discrepancies keep the correlation.
+    rng = np.random.default_rng(7)
+    n_sub, n_obs, k = 400, 3, 500
+    cov = np.array([[1.0, 0.8, 0.6], [0.8, 1.0, 0.8], [0.6, 0.8, 1.0]]) * 0.04
+    mean = np.array([10.0, 6.0, 3.0])
+    chol = np.linalg.cholesky(cov)
+    y = mean + rng.standard_normal((n_sub, n_obs)) @ chol.T
+    sims = mean + rng.standard_normal((k, n_sub, n_obs)) @ chol.T
+    ids = np.repeat(np.arange(n_sub), n_obs)
+    out = npde(ids, y.reshape(-1), sims.reshape(k, -1))
+    z = out["npde"].to_numpy().reshape(n_sub, n_obs)
+    assert abs(z.mean()) < 0.1
+    assert 0.9 < z.std() < 1.1
+    assert abs(np.corrcoef(z[:, 0], z[:, 1])[0, 1]) < 0.15
+    raw = npde(ids, y.reshape(-1), sims.reshape(k, -1), decorrelate=False)
+    zr = raw["npde"].to_numpy().reshape(n_sub, n_obs)
+    assert np.corrcoef(zr[:, 0], zr[:, 1])[0, 1] > 0.6
