@@ -22,4 +22,14 @@ __all__ = [
     "RegimenError",
     "UnitError",
     "OptionError",
+    "predict",
 ]
+
+
+def __getattr__(name: str):
+    # lazy: importing il2pkpd stays cheap (no JAX) until the engine is used
+    if name == "predict":
+        from il2pkpd.engine import predict
+
+        return predict
+    raise AttributeError(f"module 'il2pkpd' has no attribute {name!r}")
