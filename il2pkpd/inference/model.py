@@ -329,7 +329,8 @@ def _check_observations(table: ObservationTable, spec: PopulationSpec, ids: np.n
                             "lines": ", ".join(map(str, ln[:20])), "message": m}
                            for r, c, s, ln, m in problems])
         raise DatasetError(f"{len(problems)} problem(s) with the observations for this "
-                           "population model:", violations=df)
+                           "population model: " + "; ".join(p[4] for p in problems) + ".",
+                           violations=df)
 
 
 def build_population_model(spec: PopulationSpec, events, predict_fn: PredictFn, *,
