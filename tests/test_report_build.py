@@ -471,3 +471,31 @@ def test_report_renders_in_headless_chromium(chromium, fit_dir, report_html, tmp
     n_colours = len(np.unique(px, axis=0))
     assert non_white > 0.05, non_white
     assert n_colours > 50, n_colours
+
+
+@pytest.mark.slow
+def test_report_of_an_il2pkpd_inference_fit(tmp_path):
+    # End to end with the package's own fitting (il2pkpd.inference) on the fixture data.
+    from il2pkpd.inference import fit
+
+    obs = simulate_data()
+    df = nonmem_csv(obs)
+    is_obs = (df["EVID"] == 0).to_numpy()
+    blq = np.zeros(len(df), dtype=bool)
+    blq[is_obs] = obs.sort_values(["ID", "TIME"])["BLQ"].to_numpy()
+    df["BLQ"] = blq.astype(int)
+    df["LLOQ"] = np.where(is_obs, LLOQ, np.nan)
+    df.loc[blq, "DV"] = np.nan
+    csv = tmp_path / "data.csv"
+    df.to_csv(csv, index=False)
+    res = fit("one_cmt_iv", str(csv), chains=2, warmup=150, samples=150,
+              chain_method="vectorized", progress_bar=False)
+    out = res.save(tmp_path / "fit")
+    text = build_report(out).read_text(encoding="utf-8")
+    assert "could not be built" not in text
+    for sid in SECTION_IDS:
+        assert f'<section id="{sid}">' in text
+    assert "eta_CL" in text and "eta_V" in text  # shrinkage from z and omega
+    assert "L/h" in text and "Dose records by route" in text
+    for blob in IMG_RE.findall(text):
+        _decode_png(base64.b64decode(blob))

@@ -121,6 +121,7 @@ def _medians(fit: FitData) -> pd.DataFrame:
     tab = fit.obs.copy()
     tab["PRED"] = np.median(fit.pred, axis=0) if fit.pred is not None else np.nan
     tab["IPRED"] = np.median(fit.ipred, axis=0) if fit.ipred is not None else np.nan
+    tab["EPRED"] = np.median(fit.ppc, axis=0) if fit.ppc is not None else np.nan
     tab["NPDE"] = np.nan
     tab["DECORRELATED"] = False
     if fit.ppc is not None:
@@ -244,7 +245,8 @@ def _gof_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame) ->
         figs.add(s, f"gof_{k + 1}_{output}",
                  plots.gof_figure(output, fit.output_unit(output), fit.time_unit, tab),
                  f"{output}: observed against PRED and IPRED (posterior medians; line of "
-                 "identity), NPDE against time and PRED")
+                 "identity; EPRED, the posterior predictive median, where PRED is not in the "
+                 "fit), NPDE against time and prediction")
 
 
 def _individual_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame,

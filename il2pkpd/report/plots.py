@@ -89,14 +89,18 @@ def gof_figure(output: str, unit: str, time_unit: str, tab: pd.DataFrame):
     output, unit, time_unit : str
         Labels.
     tab : pandas.DataFrame
-        Columns ``TIME, DV, BLQ, PRED, IPRED`` (posterior medians; PRED/IPRED may be NaN) and
+        Columns ``TIME, DV, BLQ, PRED, IPRED`` (posterior medians; PRED/IPRED may be NaN),
+        optionally ``EPRED`` (posterior predictive median, used where PRED is missing) and
         ``NPDE`` (may be NaN) for one output.
     """
     unc = tab[~tab["BLQ"]]
     fig, axes = plt.subplots(2, 2, figsize=(9, 8))
     ulab = f" ({unit})" if unit else ""
     tlab = f" ({time_unit})" if time_unit else ""
-    for ax, col, label in ((axes[0, 0], "PRED", "population prediction (PRED)"),
+    pcol, plabel = "PRED", "population prediction (PRED)"
+    if not np.isfinite(unc["PRED"].to_numpy(float)).any() and "EPRED" in unc:
+        pcol, plabel = "EPRED", "posterior predictive median (EPRED)"
+    for ax, col, label in ((axes[0, 0], pcol, plabel),
                            (axes[0, 1], "IPRED", "individual prediction (IPRED)")):
         x, y = unc[col].to_numpy(float), unc["DV"].to_numpy(float)
         if np.isfinite(x).any():
@@ -113,13 +117,13 @@ def gof_figure(output: str, unit: str, time_unit: str, tab: pd.DataFrame):
         ax.set_xlabel(label + ulab)
         ax.set_ylabel("observed" + ulab)
     for ax, col, label in ((axes[1, 0], "TIME", "time" + tlab),
-                           (axes[1, 1], "PRED", "PRED" + ulab)):
+                           (axes[1, 1], pcol, pcol + ulab)):
         x, y = unc[col].to_numpy(float), unc["NPDE"].to_numpy(float)
         if np.isfinite(y).any() and np.isfinite(x).any():
             ax.scatter(x, y, s=14, color=OBS_COLOR, alpha=0.7)
             for h, ls in ((0, "-"), (-1.645, "--"), (1.645, "--")):
                 ax.axhline(h, color="k", lw=1, ls=ls)
-            if col == "PRED" and _log_ok(x):
+            if col != "TIME" and _log_ok(x):
                 ax.set_xscale("log")
         else:
             ax.text(0.5, 0.5, "NPDE not available", ha="center", transform=ax.transAxes)
