@@ -79,9 +79,9 @@ def run(data_dir: Path, ode_solver: str, rtol: float, atol: float) -> dict:
             return {"CL": jnp.exp(x[:, 0]), "V1": jnp.exp(x[:, 1]), "Q": jnp.exp(x[:, 2]),
                     "V2": jnp.exp(x[:, 3])}
 
-        pred_fn = jax.jit(lambda x: f(params(x)))
+        pred_fn = jax.jit(lambda x, f=f: f(params(x)))
 
-        def loss(x):
+        def loss(x, f=f):
             pred, ok = f(params(x))
             r = jnp.where(used, jnp.log(jnp.where(used, pred, 1.0)) - jnp.log(
                 jnp.where(used, dv, 1.0)), 0.0)

@@ -213,6 +213,12 @@ def test_dose_into_a_non_dosing_compartment_is_reported_with_line():
     assert err.value.violations["column"].tolist() == ["CMT"]
 
 
+def test_zero_amount_infusion_without_ss_is_reported():
+    with pytest.raises(DatasetError) as err:
+        build_events(frame([rec(0, 1, 0, rate=5)], [1.0]), load_model("one_cmt_iv"))
+    assert err.value.violations["rule"].tolist() == ["infusion_amt"]
+
+
 def test_ss_without_interval_is_reported():
     with pytest.raises(DatasetError):
         build_events(frame([rec(0, 1, 100, ss=1)], [1.0]), load_model("one_cmt_iv"))

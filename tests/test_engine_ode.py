@@ -58,6 +58,7 @@ def test_ode_matches_closed_form_of_the_same_model(name):
     np.testing.assert_allclose(ode, closed, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_ode_steady_state_matches_closed_form():
     m = load_model("two_cmt_oral")
     obs = [0.0, 0.5, 1.0, 3.0, 7.0, 11.5, 20.0]

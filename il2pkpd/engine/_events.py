@@ -227,11 +227,11 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
     --------
     >>> import pandas as pd
     >>> from il2pkpd.models import load_model
-    >>> df = pd.DataFrame({"ID": [1, 1, 1], "TIME": [0.0, 1.0, 2.0], "AMT": [100.0, 0, 0],
-    ...                    "EVID": [1, 0, 0], "ADDL": [1, 0, 0], "II": [12.0, 0, 0]})
+    >>> df = pd.DataFrame({"ID": [1, 1, 1], "TIME": [0.0, 1.0, 13.0], "AMT": [100.0, 0, 0],
+    ...                    "EVID": [1, 0, 0], "ADDL": [2, 0, 0], "II": [12.0, 0, 0]})
     >>> ev = build_events(df, load_model("one_cmt_iv"))
-    >>> ev.dose_time.tolist(), ev.obs_time.tolist()
-    ([[0.0, 12.0]], [[1.0, 2.0]])
+    >>> ev.dose_time.tolist(), ev.obs_time.tolist()   # the dose at 24 h reaches no observation
+    ([[0.0, 12.0]], [[1.0, 13.0]])
     """
     df, covs, has_dvid, subj = _frame(dataset)
     n_subj = int(subj[-1]) + 1 if len(subj) else 0
@@ -304,6 +304,10 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
                     bad("constant_infusion", "II", sid, [line],
                         "a steady-state constant infusion (AMT 0, RATE > 0, SS 1) needs II 0 "
                         "and ADDL 0")
+            elif kind == DoseKind.INFUSION and amt <= 0:
+                bad("infusion_amt", "AMT", sid, [line],
+                    f"RATE {rate:g} with AMT {amt:g}: an infusion needs AMT > 0 (AMT 0 with "
+                    "RATE > 0 is a steady-state constant infusion only with SS 1)")
             elif ss in (1, 2) and not ii > 0:
                 bad("ss_ii", "II", sid, [line], f"SS={ss} dose needs II > 0")
             if rate in (-1, -2) and amt <= 0:
