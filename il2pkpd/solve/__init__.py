@@ -15,6 +15,7 @@ from il2pkpd.solve.population import (
     STATUS,
     Doses,
     PopulationSolution,
+    make_population_fn,
     param_matrix,
     solve_population,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "STATUS",
     "Doses",
     "PopulationSolution",
+    "make_population_fn",
     "param_matrix",
     "solve_population",
     "DenseLU",

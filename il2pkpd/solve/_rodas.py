@@ -43,8 +43,17 @@ D3 = (-0.6762803392801253, 6.087714651680015, 16.43084320892478, 24.767225114183
 ORDER = 4
 
 
+def _axpy(a, x, y):
+    """``y + a*x`` on tuples of scalars."""
+    return tuple(yi + a * xi for xi, yi in zip(x, y, strict=True))
+
+
+def _scale(a, x):
+    return tuple(a * xi for xi in x)
+
+
 def rodas4_step(rhs, solve, factor, y0, f0, h):
-    """One Rodas4 step for one patient.
+    """One Rodas4 step for one patient (states as a tuple of scalars).
 
     Parameters
     ----------
@@ -54,48 +63,47 @@ def rodas4_step(rhs, solve, factor, y0, f0, h):
         ``solve(factor, b) -> u`` solving ``(1/(h*GAMMA) - J) u = b``.
     factor : pytree
         What ``solve`` needs (prepared once per step for this ``h``).
-    y0, f0 : Array (n_states,)
+    y0, f0 : tuple
         State at the start of the step and ``rhs(y0)``.
     h : float
         Step size (time units).
 
     Returns
     -------
-    y1 : Array (n_states,)
+    y1 : tuple
         The order-4 solution at ``t0 + h``.
-    err : Array (n_states,)
+    err : tuple
         The local error estimate (``u_6``).
-    k2, k3 : Array (n_states,)
+    k2, k3 : tuple
         Coefficients of the continuous extension.
     """
     inv_h = 1.0 / h
     us = []
     for i in range(6):
         if i == 0:
-            fi = f0
-            b = fi
+            b = f0
         else:
             yi = y0
             for j, a in enumerate(A[i]):
-                yi = yi + a * us[j]
-            fi = rhs(yi)
-            corr = C[i][0] * us[0]
+                yi = _axpy(a, us[j], yi)
+            corr = _scale(C[i][0] * inv_h, us[0])
             for j in range(1, i):
-                corr = corr + C[i][j] * us[j]
-            b = fi + inv_h * corr
+                corr = _axpy(C[i][j] * inv_h, us[j], corr)
+            b = _axpy(1.0, rhs(yi), corr)
         us.append(solve(factor, b))
     y1 = y0
     for j, a in enumerate(A[5]):
-        y1 = y1 + a * us[j]
-    y1 = y1 + us[5]
-    k2 = D2[0] * us[0]
-    k3 = D3[0] * us[0]
+        y1 = _axpy(a, us[j], y1)
+    y1 = _axpy(1.0, us[5], y1)
+    k2 = _scale(D2[0], us[0])
+    k3 = _scale(D3[0], us[0])
     for j in range(1, 5):
-        k2 = k2 + D2[j] * us[j]
-        k3 = k3 + D3[j] * us[j]
+        k2 = _axpy(D2[j], us[j], k2)
+        k3 = _axpy(D3[j], us[j], k3)
     return y1, us[5], k2, k3
 
 
 def dense(y0, y1, k2, k3, theta):
-    """Evaluate the continuous extension at ``theta`` in [0, 1]."""
-    return (1.0 - theta) * y0 + theta * (y1 + (1.0 - theta) * (k2 + theta * k3))
+    """Evaluate the continuous extension at ``theta`` in [0, 1] (tuples of scalars)."""
+    return tuple((1.0 - theta) * a + theta * (b + (1.0 - theta) * (c + theta * d))
+                 for a, b, c, d in zip(y0, y1, k2, k3, strict=True))

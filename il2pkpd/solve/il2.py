@@ -15,6 +15,8 @@ check the structured solve against a dense solve with the ``jax.jacfwd`` Jacobia
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 
 from il2pkpd._paths import MODELS_DIR
@@ -31,12 +33,9 @@ IL2_ATOL = (1e-3, 1e-3, 1e-3, 1e-9, 1e-9, 1e-9, 1e-7, 1e-9, 1e-9, 1e-9, 1e-7)
 class IL2StructuredSolver:
     """Exact structured solve of ``(lam*I - J) u = b`` for the canonical IL-2 model."""
 
-    def __init__(self, param_names):
-        self.ix = {k: i for i, k in enumerate(param_names)}
-
-    def prepare(self, rhs, y, p, lam):
-        """Jacobian entries and reciprocals for this state and ``lam = 1/(h*gamma)``."""
-        g = {k: p[i] for k, i in self.ix.items()}
+    def prepare(self, system, y, p, lam):
+        """Jacobian entries and reciprocals for this state (tuple) and ``lam = 1/(h*gamma)``."""
+        g = p
         s = 1.0 / (1000.0 * g["V1"])
         c = y[1] * s
         km_c = g["KM"] + c
@@ -91,7 +90,7 @@ class IL2StructuredSolver:
         n2 = b[8] * f["r_tn"] + f["qn"] * n1
         n3 = b[9] * f["r_tn"] + f["qn"] * n2
         nk = (b[10] + f["knk"] * n3) * f["r_n"]
-        return jnp.stack([u_a, u_c, u_p, t1, t2, t3, tr, n1, n2, n3, nk])
+        return (u_a, u_c, u_p, t1, t2, t3, tr, n1, n2, n3, nk)
 
 
 def il2_system(path=None, *, structured=True) -> OdeSystem:
@@ -114,9 +113,4 @@ def il2_system(path=None, *, structured=True) -> OdeSystem:
         raise ValueError(f"il2_system expects states {STATES}, got {base.state_names}")
     if not structured:
         return base
-    return OdeSystem(name=base.name, state_names=base.state_names,
-                     param_names=base.param_names, output_names=base.output_names,
-                     rhs=base.rhs, outputs=base.outputs, initial=base.initial,
-                     compartments=base.compartments,
-                     linear_solver=IL2StructuredSolver(base.param_names), atol=base.atol,
-                     defaults=base.defaults)
+    return dataclasses.replace(base, linear_solver=IL2StructuredSolver())

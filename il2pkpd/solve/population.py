@@ -21,7 +21,8 @@ from il2pkpd.errors import ParameterError
 from il2pkpd.solve._rodas import GAMMA, ORDER, dense, rodas4_step
 from il2pkpd.solve.system import OdeSystem
 
-__all__ = ["Doses", "PopulationSolution", "solve_population", "solve_patient", "STATUS"]
+__all__ = ["Doses", "PopulationSolution", "solve_population", "make_population_fn",
+           "param_matrix", "solve_patient", "STATUS"]
 
 STATUS = {0: "ok", 1: "max_steps reached", 2: "step size underflow", 3: "non-finite state"}
 
@@ -72,7 +73,11 @@ class PopulationSolution:
 
 
 def _events(system: OdeSystem, p, time, amount, state, duration, has_infusion):
-    """Per-patient event arrays (sorted): times, state jumps and infusion-rate changes."""
+    """Per-patient event list (sorted): times, target state, jump amount, rate change.
+
+    ``F<cmt>`` scales the amount, ``TLAG<cmt>`` delays the dose; an infusion gives a start
+    event (+rate) and a stop event (-rate). A final padding event at ``+inf`` is appended.
+    """
     n_s = system.n_states
     lag = jnp.zeros(n_s, p.dtype)
     bio = jnp.ones(n_s, p.dtype)
@@ -83,124 +88,198 @@ def _events(system: OdeSystem, p, time, amount, state, duration, has_infusion):
             bio = bio.at[idx].set(p[i_f])
         if i_l is not None:
             lag = lag.at[idx].set(p[i_l])
-    onehot = jax.nn.one_hot(state, n_s, dtype=p.dtype)           # (n_d, n_s)
     start = jnp.where(jnp.isfinite(time), time + lag[state], jnp.inf)
     amt = bio[state] * amount
     if has_infusion:
         is_inf = duration > 0
-        safe_dur = jnp.where(is_inf, duration, 1.0)
-        rate = jnp.where(is_inf, amt / safe_dur, 0.0)
-        jump = jnp.where(is_inf, 0.0, amt)
-        stop = jnp.where(is_inf, start + duration, jnp.inf)
-        ev_t = jnp.concatenate([start, stop])
-        ev_dy = jnp.concatenate([jump[:, None] * onehot, jnp.zeros_like(onehot)])
-        ev_dr = jnp.concatenate([rate[:, None] * onehot, -rate[:, None] * onehot])
+        rate = jnp.where(is_inf, amt / jnp.where(is_inf, duration, 1.0), 0.0)
+        ev_t = jnp.concatenate([start, jnp.where(is_inf, start + duration, jnp.inf)])
+        ev_s = jnp.concatenate([state, state])
+        ev_a = jnp.concatenate([jnp.where(is_inf, 0.0, amt), jnp.zeros_like(amt)])
+        ev_r = jnp.concatenate([rate, -rate])
     else:
-        ev_t = start
-        ev_dy = amt[:, None] * onehot
-        ev_dr = None
+        ev_t, ev_s, ev_a, ev_r = start, state, amt, jnp.zeros_like(amt)
     order = jnp.argsort(ev_t)
-    ev_t = jnp.concatenate([ev_t[order], jnp.full((1,), jnp.inf, p.dtype)])
-    ev_dy = jnp.concatenate([ev_dy[order], jnp.zeros((1, n_s), p.dtype)])
-    if ev_dr is not None:
-        ev_dr = jnp.concatenate([ev_dr[order], jnp.zeros((1, n_s), p.dtype)])
-    return ev_t, ev_dy, ev_dr
+
+    def pad(x, v):
+        return jnp.concatenate([x[order], jnp.full((1,), v, x.dtype)])
+
+    return pad(ev_t, jnp.inf), pad(ev_s, 0), pad(ev_a, 0.0), pad(ev_r, 0.0)
 
 
 def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *, rtol, atol,
-                  h0, max_steps, outputs_per_step, has_infusion, safety=0.9):
-    """Solve one patient (vmap this). See :func:`solve_population` for the arguments."""
+                  h0, max_steps, outputs_per_step, has_infusion, dosed, safety=0.9):
+    """Solve one patient (vmap this). See :func:`solve_population` for the arguments.
+
+    ``dosed`` is the static tuple of state indices that receive doses.
+    """
     dtype = p.dtype
     n_t = t_out.shape[0]
-    n_o = len(system.output_names)
-    ev_t, ev_dy, ev_dr = _events(system, p, time, amount, state, duration, has_infusion)
-    y0 = system.initial(p)
+    n_s = system.n_states
+    pd_ = system.param_dict(p)
+    ev_t, ev_s, ev_a, ev_r = _events(system, p, time, amount, state, duration, has_infusion)
+    y0 = system.initial_t(pd_)
     t0 = jnp.minimum(t_out[0], ev_t[0])
     t_end = t_out[-1]
-    buf = jnp.zeros((n_t, n_o), dtype)
     first = t_out[0] <= t0
-    buf = buf.at[0].set(jnp.where(first, system.outputs(y0, p), 0.0))
+    buf = jnp.zeros((n_t, len(system.output_names)), dtype)
+    buf = buf.at[0].set(jnp.where(first, jnp.stack(system.outputs_t(y0, pd_)), 0.0))
     iout0 = first.astype(jnp.int32)
-    rate0 = jnp.zeros_like(y0)
+    rate0 = tuple(jnp.zeros((), dtype) for _ in dosed)
     lin = system.linear_solver
-    atol = jnp.asarray(atol, dtype)
     step_factor_max, step_factor_min = 6.0, 0.2
 
     def body(s):
         t, y, r, h, iev, iout, buf, nst, nrej, status = s
         t_ev = ev_t[iev]
         pending = t_ev <= t
-        # apply one pending event (state jump and infusion-rate change)
-        y_ev = y + ev_dy[iev]
-        r_ev = r + ev_dr[iev] if ev_dr is not None else r
-        # one step (wasted when an event was pending)
+        # one pending event: state jump and infusion-rate change on the dosed states
+        hit = tuple(pending & (ev_s[iev] == k) for k in dosed)
+        y_ev = list(y)
+        for k, hk in zip(dosed, hit, strict=True):
+            y_ev[k] = y[k] + jnp.where(hk, ev_a[iev], 0.0)
+        r_ev = tuple(rk + jnp.where(hk, ev_r[iev], 0.0) for rk, hk in zip(r, hit, strict=True))
+        # one Rodas4 step (wasted when an event was pending)
         j_cap = jnp.minimum(iout + outputs_per_step - 1, n_t - 1)
         t_target = jnp.minimum(jnp.minimum(t + h, t_ev), jnp.minimum(t_end, t_out[j_cap]))
         hs = t_target - t
         hs = jnp.where(pending | (hs <= 0), jnp.maximum(h, 1e-12), hs)
-        if ev_dr is not None:
-            def rhs(yy):
-                return system.rhs(yy, p) + r
-        else:
-            def rhs(yy):
-                return system.rhs(yy, p)
-        f0 = rhs(y)
-        factor = lin.prepare(system.rhs, y, p, 1.0 / (hs * GAMMA))
-        y1, err_vec, k2, k3 = rodas4_step(rhs, lin.solve, factor, y, f0, hs)
-        scale = atol + rtol * jnp.maximum(jnp.abs(y), jnp.abs(y1))
-        err = jnp.sqrt(jnp.mean((err_vec / scale) ** 2))
-        err = jax.lax.stop_gradient(err)
-        finite = jnp.isfinite(err) & jnp.all(jnp.isfinite(y1))
+
+        def rhs(yy):
+            f = list(system.rhs_t(yy, pd_))
+            if has_infusion:
+                for k, rk in zip(dosed, r, strict=True):
+                    f[k] = f[k] + rk
+            return tuple(f)
+
+        factor = lin.prepare(system, y, pd_, 1.0 / (hs * GAMMA))
+        y1, e, k2, k3 = rodas4_step(rhs, lin.solve, factor, y, rhs(y), hs)
+        sq = sum(((ei / (ai + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)))) ** 2)
+                 for ei, ai, a, b in zip(e, atol, y, y1, strict=True))
+        err = jax.lax.stop_gradient(jnp.sqrt(sq / n_s))
+        finite = jnp.isfinite(err)
         accept = (err <= 1.0) & finite & ~pending
-        # outputs inside (t, t_target]
+        # outputs inside (t, t_target] from the continuous extension
         n_written = jnp.zeros((), jnp.int32)
         for k in range(outputs_per_step):
             j = iout + k
             jc = jnp.minimum(j, n_t - 1)
             inside = accept & (j < n_t) & (t_out[jc] <= t_target)
-            theta = (t_out[jc] - t) / hs
-            yk = dense(y, y1, k2, k3, theta)
-            val = system.outputs(yk, p)
+            yk = dense(y, y1, k2, k3, (t_out[jc] - t) / hs)
+            val = jnp.stack(system.outputs_t(yk, pd_))
             buf = buf.at[jnp.where(inside, jc, n_t)].set(val, mode="drop")
             n_written = n_written + inside.astype(jnp.int32)
-        # step size for the next step (the controller's factor is not differentiated)
+        # next step size (the controller's factor is not differentiated)
         fac = jnp.where(finite, safety * jnp.maximum(err, 1e-10) ** (-1.0 / ORDER), 0.2)
         fac = jnp.clip(fac, step_factor_min, step_factor_max)
         fac = jnp.where(accept, fac, jnp.minimum(fac, 1.0))
         h_new = hs * jax.lax.stop_gradient(fac)
-        clipped = hs < h
-        h_new = jnp.where(accept & clipped, jnp.maximum(h_new, h), h_new)
+        h_new = jnp.where(accept & (hs < h), jnp.maximum(h_new, h), h_new)
         h_new = jnp.where(pending, h, h_new)
         t_next = jnp.where(accept, t_target, t)
-        y_next = jnp.where(pending, y_ev, jnp.where(accept, y1, y))
-        r_next = jnp.where(pending, r_ev, r)
-        status = jnp.where((status == 0) & ~pending & (h_new < 1e-12 * jnp.maximum(1.0,
-                           jnp.abs(t))), 2, status)
+        y_next = tuple(jnp.where(pending, a, jnp.where(accept, b, c))
+                       for a, b, c in zip(y_ev, y1, y, strict=True))
+        status = jnp.where((status == 0) & ~pending
+                           & (h_new < 1e-12 * jnp.maximum(1.0, jnp.abs(t))), 2, status)
         status = jnp.where((status == 0) & ~pending & ~finite & (h_new < 1e-10), 3, status)
-        return (t_next, y_next, r_next, h_new, iev + pending.astype(jnp.int32),
+        return (t_next, y_next, r_ev, h_new, iev + pending.astype(jnp.int32),
                 iout + n_written, buf, nst + (accept | pending).astype(jnp.int32),
                 nrej + (~accept & ~pending).astype(jnp.int32), status)
 
     def cond(s):
-        t, _, _, _, iev, _, _, nst, nrej, status = s
+        t, _, _, _, _, _, _, nst, nrej, status = s
         return (t < t_end) & (nst + nrej < max_steps) & (status == 0)
 
-    init = (t0, y0, rate0, jnp.asarray(h0, dtype), jnp.zeros((), jnp.int32), iout0, buf,
-            jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-    t, y, r, h, iev, iout, buf, nst, nrej, status = jax.lax.while_loop(cond, body, init)
+    zero_i = jnp.zeros((), jnp.int32)
+    init = (t0, y0, rate0, jnp.asarray(h0, dtype), zero_i, iout0, buf, zero_i, zero_i, zero_i)
+    t, _, _, _, _, _, buf, nst, nrej, status = jax.lax.while_loop(cond, body, init)
     status = jnp.where((status == 0) & (t < t_end), 1, status)
     return buf.T, status, nst, nrej
 
 
-@partial(jax.jit, static_argnames=("system", "rtol", "h0", "max_steps", "outputs_per_step",
-                                   "has_infusion", "shared_doses"))
-def _solve_chunk(system, params, time, amount, state, duration, t_out, atol, *, rtol, h0,
-                 max_steps, outputs_per_step, has_infusion, shared_doses):
+@partial(jax.jit, static_argnames=("system", "rtol", "atol", "h0", "max_steps",
+                                   "outputs_per_step", "has_infusion", "shared_doses", "dosed"))
+def _solve_chunk(system, params, time, amount, state, duration, t_out, *, atol, rtol, h0,
+                 max_steps, outputs_per_step, has_infusion, shared_doses, dosed):
     f = partial(solve_patient, system, rtol=rtol, atol=atol, h0=h0, max_steps=max_steps,
-                outputs_per_step=outputs_per_step, has_infusion=has_infusion)
+                outputs_per_step=outputs_per_step, has_infusion=has_infusion, dosed=dosed)
     dose_axis = None if shared_doses else 0
     return jax.vmap(f, in_axes=(0, dose_axis, dose_axis, dose_axis, dose_axis, None))(
         params, time, amount, state, duration, t_out)
+
+
+def make_population_fn(system: OdeSystem, doses: Doses, t_out, *, rtol=1e-6, atol=None,
+                       h0=1e-2, max_steps=20000, outputs_per_step=2):
+    """A pure JAX function ``f(pm) -> PopulationSolution`` for jit, vmap and forward-mode AD.
+
+    Parameters
+    ----------
+    system, doses, t_out, rtol, atol, h0, max_steps, outputs_per_step
+        As in :func:`solve_population`; the doses must be shared (1-D arrays) or have one row
+        per patient of ``pm``.
+
+    Returns
+    -------
+    callable
+        ``f(pm)`` with ``pm`` of shape (n, n_params) in ``system.param_names`` order (see
+        :func:`param_matrix`). Differentiate with ``jax.jvp``/``jax.jacfwd``: the adaptive loop
+        is a ``lax.while_loop``, which JAX cannot reverse-differentiate. Step-size decisions are
+        not differentiated; dose times (``TLAG``) are.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> from il2pkpd.solve import Doses, param_matrix
+    >>> from il2pkpd.solve.il2 import il2_system
+    >>> system = il2_system()
+    >>> f = make_population_fn(system, Doses([0.0], [1e6], [1]), np.array([0.0, 24.0]))
+    >>> pm = param_matrix(system, {}, n=2)
+    >>> grad = jax.vmap(jax.jacfwd(lambda p: f(p[None]).outputs.sum()))(pm)
+    >>> grad.shape
+    (2, 22)
+    """
+    time, amount, state, duration, shared, has_infusion, dosed = _dose_arrays(system, doses)
+    t_out = jnp.asarray(np.asarray(t_out, dtype=float))
+    atol = _atol(system, atol)
+    one = partial(solve_patient, system, rtol=float(rtol), atol=atol, h0=float(h0),
+                  max_steps=int(max_steps), outputs_per_step=int(outputs_per_step),
+                  has_infusion=has_infusion, dosed=dosed)
+    axis = None if shared else 0
+
+    def f(pm):
+        o, st, ns, nr = jax.vmap(one, in_axes=(0, axis, axis, axis, axis, None))(
+            pm, time, amount, state, duration, t_out)
+        return PopulationSolution(o, st, ns, nr)
+
+    return f
+
+
+def _dose_arrays(system, doses):
+    time = np.asarray(doses.time, dtype=float)
+    amount = np.asarray(doses.amount, dtype=float)
+    cmt = np.asarray(doses.cmt)
+    duration = (np.zeros_like(time) if doses.duration is None
+                else np.asarray(doses.duration, dtype=float))
+    if not (time.shape == amount.shape == cmt.shape == duration.shape) or time.ndim > 2:
+        raise ParameterError("dose arrays (time, amount, cmt, duration) must have the same "
+                             f"shape, (n_doses,) or (n, n_doses); got {time.shape}, "
+                             f"{amount.shape}, {cmt.shape}, {duration.shape}")
+    bad = sorted(set(np.unique(cmt).tolist()) - set(system.compartments))
+    if bad:
+        raise ParameterError(f"dose compartment(s) {bad} not in model {system.name!r} "
+                             f"(compartments {sorted(system.compartments)})")
+    state = np.vectorize(lambda c: system.compartments[int(c)])(cmt).astype(np.int32)
+    shared = time.ndim == 1
+    has_infusion = bool(np.any(duration > 0))
+    dosed = tuple(sorted(set(np.unique(state).tolist())))
+    return time, amount, state, duration, shared, has_infusion, dosed
+
+
+def _atol(system, atol):
+    if atol is None:
+        atol = system.atol if system.atol is not None else 1e-10
+    return tuple(float(a) for a in np.broadcast_to(np.asarray(atol, dtype=float),
+                                                  (system.n_states,)))
 
 
 def param_matrix(system: OdeSystem, params, n=None):
@@ -281,22 +360,15 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
     """
     pm = param_matrix(system, params)
     n = pm.shape[0]
-    time = np.asarray(doses.time, dtype=float)
-    amount = np.asarray(doses.amount, dtype=float)
-    cmt = np.asarray(doses.cmt)
-    duration = (np.zeros_like(time) if doses.duration is None
-                else np.asarray(doses.duration, dtype=float))
-    bad = sorted(set(np.unique(cmt).tolist()) - set(system.compartments))
-    if bad:
-        raise ParameterError(f"dose compartment(s) {bad} not in model {system.name!r} "
-                             f"(compartments {sorted(system.compartments)})")
-    state = np.vectorize(lambda c: system.compartments[int(c)])(cmt).astype(np.int32)
-    shared = time.ndim == 1
-    has_infusion = bool(np.any(duration > 0))
-    t_out = jnp.asarray(np.asarray(t_out, dtype=float))
-    if atol is None:
-        atol = system.atol if system.atol is not None else 1e-10
-    atol = jnp.broadcast_to(jnp.asarray(atol, dtype=jnp.float64), (system.n_states,))
+    time, amount, state, duration, shared, has_infusion, dosed = _dose_arrays(system, doses)
+    if not shared and time.shape[0] != n:
+        raise ParameterError(f"per-patient dose arrays have {time.shape[0]} rows for {n} "
+                             "patients")
+    t_out = np.asarray(t_out, dtype=float)
+    if t_out.ndim != 1 or t_out.size < 1 or np.any(np.diff(t_out) <= 0):
+        raise ParameterError("t_out must be a 1-D array of strictly increasing output times")
+    t_out = jnp.asarray(t_out)
+    atol = _atol(system, atol)
     outs, stats, nsts, nrejs = [], [], [], []
     for start in range(0, n, chunk_size):
         sl = slice(start, min(start + chunk_size, n))
@@ -309,10 +381,11 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
         else:
             dchunk = tuple(np.concatenate([a[sl], np.repeat(a[sl][-1:], pchunk.shape[0] - m, 0)])
                            for a in (time, amount, state, duration))
-        o, s, ns, nr = _solve_chunk(system, pchunk, *dchunk, t_out, atol, rtol=float(rtol),
+        o, s, ns, nr = _solve_chunk(system, pchunk, *dchunk, t_out, atol=atol, rtol=float(rtol),
                                     h0=float(h0), max_steps=int(max_steps),
                                     outputs_per_step=int(outputs_per_step),
-                                    has_infusion=has_infusion, shared_doses=shared)
+                                    has_infusion=has_infusion, shared_doses=shared,
+                                    dosed=dosed)
         outs.append(o[:m])
         stats.append(s[:m])
         nsts.append(ns[:m])

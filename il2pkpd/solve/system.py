@@ -1,8 +1,7 @@
 """Flat-array form of an ODE model for the batched solvers.
 
-A user ODE model (``rhs(t, y, p)`` on dicts, see docs/ARCHITECTURE.md) is converted once into
-functions on flat vectors, ``rhs(y, p) -> dy`` with ``y`` of shape ``(n_states,)`` and ``p`` of
-shape ``(n_params,)``, plus the linear solver used by the Rosenbrock stages. The generic linear
+A user ODE model (``rhs(t, y, p)`` on dicts, see docs/ARCHITECTURE.md) is wrapped once with
+its state/parameter orders and the linear solver used by the Rosenbrock stages. The generic linear
 solver forms the Jacobian with ``jax.jacfwd`` and factorises ``1/(h*gamma) - J`` by dense LU;
 a model may supply a structured solver instead (``il2pkpd.solve.il2`` does for IL-2).
 
@@ -31,20 +30,26 @@ __all__ = ["OdeSystem", "DenseLU", "from_functions", "from_model_file"]
 class DenseLU:
     """Generic linear solver: ``jax.jacfwd`` Jacobian and dense LU of ``1/(h*gamma) - J``."""
 
-    def prepare(self, rhs, y, p, lam):
-        """Factorise ``lam*I - J(y)``; ``rhs(y, p)`` is the flat right-hand side."""
-        jac = jax.jacfwd(rhs)(y, p)
-        w = lam * jnp.eye(y.shape[0], dtype=y.dtype) - jac
+    def prepare(self, system, y, p, lam):
+        """Factorise ``lam*I - J(y)``; ``y`` a tuple of state scalars, ``p`` a dict."""
+        yv = jnp.stack(y)
+        jac = jax.jacfwd(lambda v: jnp.stack(system.rhs_t(tuple(v), p)))(yv)
+        w = lam * jnp.eye(yv.shape[0], dtype=yv.dtype) - jac
         return jsl.lu_factor(w)
 
     def solve(self, factor, b):
-        """Solve with the factorisation from :meth:`prepare`."""
-        return jsl.lu_solve(factor, b)
+        """Solve with the factorisation from :meth:`prepare` (``b`` a tuple)."""
+        x = jsl.lu_solve(factor, jnp.stack(b))
+        return tuple(x[i] for i in range(len(b)))
 
 
 @dataclass(frozen=True, eq=False)
 class OdeSystem:
-    """An autonomous ODE model on flat arrays.
+    """An autonomous ODE model for the batched solvers.
+
+    The model functions are the user-ODE ones (dicts of scalars); the solver works on tuples
+    of state scalars (which vmap into one array per state, so every operation is an
+    element-wise loop over patients) and flat vectors where a matrix is needed.
 
     Parameters
     ----------
@@ -52,27 +57,30 @@ class OdeSystem:
         Model name.
     state_names, param_names, output_names : tuple of str
         Names in the order of the flat vectors.
-    rhs : callable
-        ``rhs(y, p) -> dy/dt``, arrays ``(n_states,)``, ``(n_params,)`` -> ``(n_states,)``.
-    outputs : callable
-        ``outputs(y, p) -> (n_outputs,)``.
-    initial : callable
-        ``initial(p) -> (n_states,)``.
+    f_rhs : callable
+        ``rhs(t, y, p) -> dict`` (dicts state/parameter -> scalar); called with ``t = 0``.
+    f_outputs : callable
+        ``outputs(y, p) -> dict`` output name -> value.
+    f_initial : callable or None
+        ``initial(p) -> dict`` state -> initial value (others 0).
     compartments : dict[int, int]
         NONMEM compartment number -> state index (dose targets).
     linear_solver : object
-        Has ``prepare(rhs, y, p, lam)`` and ``solve(factor, b)``; :class:`DenseLU` by default.
+        Has ``prepare(system, y, p, lam)`` and ``solve(factor, b)``; :class:`DenseLU` by
+        default.
     atol : tuple of float, optional
         Default absolute tolerance per state (state units); ``None`` uses 1e-10 everywhere.
+    defaults : dict[str, float]
+        Default parameter values.
     """
 
     name: str
     state_names: tuple[str, ...]
     param_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    rhs: Callable
-    outputs: Callable
-    initial: Callable
+    f_rhs: Callable
+    f_outputs: Callable
+    f_initial: Callable | None
     compartments: dict[int, int] = field(default_factory=dict)
     linear_solver: object = field(default_factory=DenseLU)
     atol: tuple[float, ...] | None = None
@@ -88,6 +96,41 @@ class OdeSystem:
             return self.param_names.index(name)
         except ValueError:
             return None
+
+    def param_dict(self, p) -> dict:
+        """Flat parameter vector (n_params,) -> dict name -> scalar."""
+        return {k: p[i] for i, k in enumerate(self.param_names)}
+
+    def rhs_t(self, y: tuple, p: dict) -> tuple:
+        """Right-hand side on a tuple of state scalars."""
+        d = self.f_rhs(0.0, dict(zip(self.state_names, y, strict=True)), p)
+        zero = jnp.zeros_like(y[0])
+        return tuple(zero + d[s] if s in d else zero for s in self.state_names)
+
+    def outputs_t(self, y: tuple, p: dict) -> tuple:
+        """Outputs on a tuple of state scalars."""
+        d = self.f_outputs(dict(zip(self.state_names, y, strict=True)), p)
+        return tuple(d[o] for o in self.output_names)
+
+    def initial_t(self, p: dict) -> tuple:
+        """Initial state as a tuple of scalars."""
+        d = self.f_initial(p) if self.f_initial is not None else {}
+        zero = jnp.zeros_like(p[self.param_names[0]])
+        return tuple(zero + d[s] if s in d else zero for s in self.state_names)
+
+    def rhs(self, y, p):
+        """Flat right-hand side: ``y`` (n_states,), ``p`` (n_params,) -> (n_states,)."""
+        return jnp.stack(self.rhs_t(tuple(y[i] for i in range(self.n_states)),
+                                    self.param_dict(p)))
+
+    def outputs(self, y, p):
+        """Flat outputs: ``y`` (n_states,), ``p`` (n_params,) -> (n_outputs,)."""
+        return jnp.stack(self.outputs_t(tuple(y[i] for i in range(self.n_states)),
+                                        self.param_dict(p)))
+
+    def initial(self, p):
+        """Flat initial state (n_states,)."""
+        return jnp.stack(self.initial_t(self.param_dict(p)))
 
 
 def from_functions(rhs, outputs, initial, *, state_names: Sequence[str],
@@ -111,37 +154,17 @@ def from_functions(rhs, outputs, initial, *, state_names: Sequence[str],
     """
     state_names = tuple(state_names)
     param_names = tuple(param_names)
-
-    def as_dict(vec, names):
-        return {k: vec[i] for i, k in enumerate(names)}
-
-    def flat_rhs(y, p):
-        d = rhs(0.0, as_dict(y, state_names), as_dict(p, param_names))
-        return jnp.stack([jnp.asarray(d.get(s, 0.0), dtype=y.dtype) * jnp.ones((), y.dtype)
-                          for s in state_names])
-
     if output_names is None:
         probe = outputs({s: jnp.zeros(()) for s in state_names},
                         {k: jnp.ones(()) for k in param_names})
         output_names = tuple(probe)
-    output_names = tuple(output_names)
-
-    def flat_outputs(y, p):
-        d = outputs(as_dict(y, state_names), as_dict(p, param_names))
-        return jnp.stack([jnp.asarray(d[o], dtype=y.dtype) for o in output_names])
-
-    def flat_initial(p):
-        d = initial(as_dict(p, param_names)) if initial is not None else {}
-        return jnp.stack([jnp.asarray(d.get(s, 0.0), dtype=p.dtype) * jnp.ones((), p.dtype)
-                          for s in state_names])
-
     if compartments is None:
         cmts = {i + 1: i for i in range(len(state_names))}
     else:
         cmts = {int(k): state_names.index(v) for k, v in compartments.items()}
     return OdeSystem(name=name, state_names=state_names, param_names=param_names,
-                     output_names=output_names, rhs=flat_rhs, outputs=flat_outputs,
-                     initial=flat_initial, compartments=cmts,
+                     output_names=tuple(output_names), f_rhs=rhs, f_outputs=outputs,
+                     f_initial=initial, compartments=cmts,
                      linear_solver=linear_solver or DenseLU(),
                      atol=None if atol is None else tuple(float(a) for a in atol),
                      defaults=dict(defaults or {}))
