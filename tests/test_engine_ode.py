@@ -190,3 +190,24 @@ def initial(p):
     t = got["TIME"].to_numpy()
     expected = 4.0 + np.where(t >= 1.0, 3.0 * np.exp(-0.5 * (t - 1.0)), 0.0)
     np.testing.assert_allclose(got["PRED"], expected, rtol=1e-8)
+
+
+@pytest.mark.slow
+def test_ode_steady_state_gradient_matches_closed_form_gradient():
+    """The implicit-function derivative of the ODE steady state against the closed form's."""
+    m = load_model("one_cmt_oral")
+    obs = [0.0, 1.0, 3.0, 7.0]
+    df = pd.concat([subject(1, [rec(0, 1, 100, ii=12, ss=1, cmt=1)], obs, 2),
+                    subject(2, [rec(0, 1, 100, rate=20, ii=12, ss=1, cmt=2)], obs, 2)],
+                   ignore_index=True)
+    ev = build_events(df, m)
+    names = ["CL", "V", "KA", "TLAG1", "F1", "TLAG2", "F2"]
+    x = jnp.asarray([[5.0, 50.0, 1.2, 0.7, 0.8, 0.5, 0.9]] * 2)
+
+    def loss(f):
+        return jax.jit(jax.grad(lambda x: jnp.sum(
+            f({n: x[:, i] for i, n in enumerate(names)})[0] ** 2)))
+
+    g_closed = loss(make_predict_fn(m, ev))(x)
+    g_ode = loss(make_predict_fn(m, ev, method="ode", **TIGHT))(x)
+    np.testing.assert_allclose(g_ode, g_closed, rtol=1e-6, atol=1e-10)
