@@ -192,7 +192,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
 
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-        dense_mass: str | bool = "population", init: str = "median",
+        dense_mass: str | bool = "auto", init: str = "median",
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -222,7 +222,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS target acceptance probability.
     max_tree_depth : int
         NUTS maximum tree depth.
-    dense_mass : {"population", "full", "diagonal"}
+    dense_mass : {"auto", "full", "population", "diagonal"}
         NUTS mass matrix (see :func:`il2pkpd.inference.samplers.run_nuts`).
     init : {"median", "map"}
         NUTS initial values: prior medians or the MAP estimate.
@@ -270,7 +270,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          data_label: str = "", is_ode: bool = False, chains: int = 4,
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
                          target_accept: float = 0.8, max_tree_depth: int = 10,
-                         dense_mass: str | bool = "population", init: str = "median",
+                         dense_mass: str | bool = "auto", init: str = "median",
                          chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | None = None,
                          posterior_predictive: bool = True, t0: float | None = None) -> FitResult:

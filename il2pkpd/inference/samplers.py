@@ -25,7 +25,9 @@ from il2pkpd.errors import OptionError
 __all__ = ["MapResult", "run_map", "run_laplace", "run_svi", "run_nuts",
            "choose_chain_method", "DENSE_OPTIONS"]
 
-DENSE_OPTIONS = ("population", "full", "diagonal")
+DENSE_OPTIONS = ("auto", "full", "population", "diagonal")
+#: Largest number of latent dimensions for which "auto" uses a full dense mass matrix.
+DENSE_FULL_MAX_DIM = 1500
 
 
 @dataclass(frozen=True)
@@ -261,10 +263,14 @@ def _dense_arg(pm, dense_mass: str | bool):
         return True
     if dense_mass is False or dense_mass == "diagonal":
         return False
-    if dense_mass != "population":
+    if dense_mass not in ("population", "auto"):
         raise OptionError(f"dense_mass '{dense_mass}' is not allowed; use one of "
                           f"{DENSE_OPTIONS}.")
     spec = pm.spec
+    if dense_mass == "auto":
+        n_pop = len(spec.population_names())
+        if n_pop + pm.n_subjects * len(spec.iiv) <= DENSE_FULL_MAX_DIM:
+            return True
     sites = list(spec.estimated) + [f"omega_{p}" for p in spec.iiv]
     sites += [f"L_omega_{k + 1}" for k, b in enumerate(spec.blocks) if len(b) > 1]
     for c in spec.covariates:
@@ -277,7 +283,7 @@ def _dense_arg(pm, dense_mass: str | bool):
 
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
              target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
-             dense_mass: str | bool = "population", init: str = "median",
+             dense_mass: str | bool = "auto", init: str = "median",
              chain_method: str | None = None, progress_bar: bool | None = None,
              is_ode: bool = False, map_result: MapResult | None = None) -> tuple[MCMC, dict]:
     """Run NUTS.
@@ -294,9 +300,13 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     max_tree_depth : int
         Maximum tree depth (at most 2**depth leapfrog steps per draw).
     seed : int
-    dense_mass : {"population", "full", "diagonal"}
-        Mass matrix: dense over population parameters and diagonal over the random effects
-        (default), dense over everything, or diagonal.
+    dense_mass : {"auto", "full", "population", "diagonal"}
+        Mass matrix: dense over every latent dimension (``full``: it captures the ridge between
+        a typical value and the mean of its non-centred random effects that slows sampling
+        when subjects are informative, about 6x the ESS/s of ``population`` on a 24-subject
+        test), dense over population parameters and diagonal over the random effects
+        (``population``), or diagonal. ``auto``: full up to 1,500 latent dimensions, else
+        population.
     init : {"median", "map"}
         Start from prior medians (``init_to_median``) or from the MAP estimate, jittered per chain.
     chain_method : str, optional

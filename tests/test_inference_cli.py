@@ -1,0 +1,100 @@
+"""`il2pkpd fit` on a small simulated dataset; bad options exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro.infer import Predictive
+from test_inference_model import make_df
+
+from il2pkpd.cli import main
+from il2pkpd.inference import prepare
+from il2pkpd.inference.results import SUMMARY_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    """12 subjects simulated from one_cmt_iv with a log-normal error, written as a CSV."""
+    df = make_df(n=12)
+    df["BLQ"] = 0
+    df.loc[df["EVID"] == 0, "DV"] = 1.0
+    pm, *_ = prepare("one_cmt_iv", df, residual={"CP": "lognormal"})
+    sim = Predictive(pm, params={"CL": np.array(4.0), "V": np.array(50.0),
+                                 "omega_CL": np.array(0.3), "omega_V": np.array(0.2),
+                                 "sigma_CP": np.array(0.1)},
+                     num_samples=1)(jax.random.PRNGKey(0))
+    df.loc[pm.obs.row, "DV"] = np.asarray(sim["DV"][0])
+    path = tmp_path_factory.mktemp("data") / "sim.csv"
+    df.to_csv(path, index=False, na_rep=".")
+    return path
+
+
+def test_cli_map_fit_writes_the_files(csv_path, tmp_path, capsys):
+    out = tmp_path / "fit"
+    rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--method",
+               "map", "--residual", "CP=lognormal", "--prior", "CL=lognormal(1.4,0.5)"])
+    assert rc == 0, capsys.readouterr().err
+    for f in ("posterior.nc", "summary.csv", "individual.csv", "fit.json", "_COMPLETE"):
+        assert (out / f).is_file(), f
+    s = pd.read_csv(out / "summary.csv")
+    assert list(s.columns) == SUMMARY_COLUMNS
+    assert list(s["parameter"]) == ["CL", "V", "omega_CL", "omega_V", "sigma_CP"]
+    cl = s.set_index("parameter").loc["CL", "mean"]
+    assert 3.0 < cl < 5.5
+    ind = pd.read_csv(out / "individual.csv")
+    assert len(ind) == 12 and "CL" in ind
+    meta = json.loads((out / "fit.json").read_text())
+    assert "lognormal(1.4, 0.5)" in meta["info"]["spec"]
+
+
+def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
+    """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up)."""
+    out = tmp_path / "nuts"
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
+         "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
+         "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL", "--no-progress"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 chains (parallel)" in proc.stdout
+    s = pd.read_csv(out / "summary.csv").set_index("parameter")
+    assert list(s.index) == ["CL", "omega_CL", "sigma_CP"]  # V fixed, IIV on CL only
+    assert (out / "_COMPLETE").is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "gibbs"], "--method"),
+    (["--chains", "0"], "--chains"),
+    (["--target-accept", "1.5"], "--target-accept"),
+    (["--dense-mass", "sparse"], "--dense-mass"),
+    (["--prior", "CL=lognormal(1.4)"], "--prior CL"),
+    (["--prior", "CL"], "NAME=VALUE"),
+    (["--prior", "XX=normal(0,1)"], "XX"),
+    (["--fix", "XX=1"], "XX"),
+    (["--fix", "CL=abc"], "number"),
+    (["--residual", "CP=poisson"], "poisson"),
+    (["--iiv", "CL,XX"], "XX"),
+    (["--covariance", "banded"], "--covariance"),
+    (["--chains", "two"], ""),
+])
+def test_bad_options_exit_2(csv_path, tmp_path, capsys, args, needle):
+    rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(tmp_path / "x"),
+               "--method", "map", *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err
+    assert not (tmp_path / "x" / "_COMPLETE").exists()
+
+
+def test_missing_dataset_and_unknown_model_exit_2(csv_path, tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "none.csv"), "--model", "one_cmt_iv", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert main(["fit", str(csv_path), "--model", "no_such_model", "--out",
+                 str(tmp_path / "x")]) == 2
