@@ -21,6 +21,9 @@ def register(app: typer.Typer) -> None:
             help="NUTS maximum tree depth of the fit (when the sample stats do not say)."),
     ) -> None:
         """Build the posterior diagnostic report of a fit directory."""
+        import matplotlib
+
+        matplotlib.use("Agg")  # the command line draws off screen
         from il2pkpd.report import build_report
 
         out = build_report(fit_dir, n_bins=bins, subjects_per_page=per_page,

@@ -1,5 +1,7 @@
-"""Figures of the report: ArviZ plots for MCMC diagnostics, matplotlib (Agg) for the
-pharmacometric ones. Every function returns matplotlib figures; :func:`to_png` renders them.
+"""Figures of the report: ArviZ plots for MCMC diagnostics, matplotlib for the
+pharmacometric ones. Every function returns matplotlib figures; :func:`to_png` renders them
+with the Agg canvas. The pharmacometric figures are plain ``matplotlib.figure.Figure`` objects
+(no pyplot state, no change of the user's backend); ArviZ's figures are closed once rendered.
 """
 
 from __future__ import annotations
@@ -7,14 +9,12 @@ from __future__ import annotations
 import io
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import arviz as az  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import arviz as az
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 __all__ = [
     "to_png", "rank_plot", "prior_posterior_plot", "khat_plot", "gof_figure",
@@ -29,9 +29,15 @@ SIM_COLOR = "#e07b39"
 def to_png(fig) -> bytes:
     """Render *fig* as PNG bytes and close it."""
     buf = io.BytesIO()
+    FigureCanvasAgg(fig)
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _subplots(nrows: int, ncols: int, figsize: tuple[float, float], **kwargs):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _figure_of(pc):
@@ -94,7 +100,7 @@ def gof_figure(output: str, unit: str, time_unit: str, tab: pd.DataFrame):
         ``NPDE`` (may be NaN) for one output.
     """
     unc = tab[~tab["BLQ"]]
-    fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+    fig, axes = _subplots(2, 2, (9, 8))
     ulab = f" ({unit})" if unit else ""
     tlab = f" ({time_unit})" if time_unit else ""
     pcol, plabel = "PRED", "population prediction (PRED)"
@@ -154,7 +160,7 @@ def individual_pages(output: str, unit: str, time_unit: str, tab: pd.DataFrame,
     for start in range(0, len(ids), per_page):
         page = ids[start:start + per_page]
         nrow = int(np.ceil(len(page) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.6 * nrow), squeeze=False)
+        fig, axes = _subplots(nrow, ncol, (11, 2.6 * nrow), squeeze=False)
         for ax in axes.flat[len(page):]:
             ax.set_visible(False)
         for ax, sid in zip(axes.flat, page, strict=False):
@@ -191,8 +197,8 @@ def vpc_figure(output: str, unit: str, time_unit: str, table: pd.DataFrame,
     """pcVPC panel and BLQ-fraction panel from :func:`il2pkpd.report.vpc.vpc_table`."""
     has_blq = bool(np.isfinite(table["obs_blq"]).any())
     nrow = 2 if has_blq else 1
-    fig, axes = plt.subplots(nrow, 1, figsize=(8, 4.5 + 2.5 * (nrow - 1)), squeeze=False,
-                             gridspec_kw={"height_ratios": [2, 1][:nrow]})
+    fig, axes = _subplots(nrow, 1, (8, 4.5 + 2.5 * (nrow - 1)), squeeze=False,
+                          gridspec_kw={"height_ratios": [2, 1][:nrow]})
     ax = axes[0, 0]
     t = table["t_mid"].to_numpy(float)
     for key, ls in (("p5", "--"), ("p50", "-"), ("p95", "--")):
