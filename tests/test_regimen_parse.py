@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import il2pkpd.simulate.regimen as regimen_module
-from il2pkpd.errors import InputError, RegimenError
+from il2pkpd.errors import InputError, RegimenError, UnitError
 from il2pkpd.simulate import Phase, Regimen, Route, parse_regimen
+from il2pkpd.units import SpecificActivity
 
 
 def times(text):
@@ -90,12 +91,13 @@ def test_rest_and_start_day_shift_phases():
     assert parse_regimen("1 MIU SC once; 1 MIU SC once").phases[1].start == 24.0
 
 
-def test_units_resolve_to_iu_and_mass_needs_a_potency():
+def test_units_resolve_to_iu_and_mass_needs_a_specific_activity():
     assert parse_regimen("250 kIU SC once").phases[0].amount_iu() == 250e3
-    mass = parse_regimen("0.1 mg SC once").phases[0]
-    assert mass.amount_iu(potency=16.4e6) == pytest.approx(1.64e6)
-    assert parse_regimen("100 µg SC once").phases[0].amount_iu(16.4e6) == pytest.approx(1.64e6)
-    with pytest.raises(RegimenError, match="potency"):
+    mass = parse_regimen("1.1 mg SC once").phases[0]
+    label = SpecificActivity()                     # 18 MIU per 1.1 mg (US label)
+    assert mass.amount_iu(label) == pytest.approx(18e6)
+    assert parse_regimen("110 µg SC once").phases[0].amount_iu(label) == pytest.approx(1.8e6)
+    with pytest.raises(UnitError, match="specific_activity"):
         mass.amount_iu()
 
 

@@ -43,7 +43,8 @@ Conventions (documented here once):
 - ``x N`` counts doses, not days: ``q8h x14`` is 14 doses over 4.67 days; ``daily x5`` is 5 doses.
 - Amounts per kg or per m2 are resolved per subject from the covariates ``WT`` (kg) and ``BSA``
   (m2) when the regimen becomes an event table (:func:`regimen_to_dataset`).
-- Mass doses (mg, µg, ng) become IU through an explicit potency (IU per mg), never silently.
+- Mass doses (mg, µg, ng) become IU only through an explicit specific activity
+  (:class:`il2pkpd.units.SpecificActivity`), never silently.
 
 Examples
 --------
@@ -196,22 +197,22 @@ class Phase:
         keep = ~np.isin(numbers, self.hold)
         return self.start + (numbers[keep] - 1) * self.interval
 
-    def amount_iu(self, potency: float | None = None) -> float:
+    def amount_iu(self, specific_activity=None) -> float:
         """Amount per administration in IU (per kg or m2 when :attr:`per` is set).
 
         Parameters
         ----------
-        potency : float, IU/mg, optional
-            Needed for mass units (mg, µg, ng); refused otherwise missing.
+        specific_activity : il2pkpd.units.SpecificActivity, optional
+            Needed for mass units (mg, µg, ng); a mass is never converted silently.
+
+        Raises
+        ------
+        UnitError
+            A mass dose without a specific activity.
         """
-        kind, factor = DOSE_UNITS[self.unit]
-        if kind == "activity":
-            return self.amount * factor
-        if potency is None:
-            raise RegimenError(
-                f"the dose {self.amount:g} {self.unit} is a mass; give the potency (IU per mg, "
-                "e.g. potency=16.4e6 for aldesleukin per the US label) to convert it to IU")
-        return self.amount * factor * float(potency)
+        from il2pkpd.units import convert
+
+        return float(convert(self.amount, self.unit, "IU", specific_activity=specific_activity))
 
     def to_text(self) -> str:
         """The phase in the regimen language (parses back to an equal phase, start aside)."""
@@ -264,7 +265,7 @@ class Regimen:
         """Number of doses actually given (held doses excluded)."""
         return int(sum(len(p.dose_times) for p in self.phases))
 
-    def dose_table(self, potency: float | None = None) -> pd.DataFrame:
+    def dose_table(self, specific_activity=None) -> pd.DataFrame:
         """One row per dose given, sorted by time.
 
         Columns: ``TIME`` (h), ``PHASE`` (0-based), ``NUMBER`` (1-based within the phase),
@@ -273,7 +274,7 @@ class Regimen:
         rows = []
         for k, phase in enumerate(self.phases):
             numbers = [n for n in range(1, phase.n_doses + 1) if n not in phase.hold]
-            iu = phase.amount_iu(potency)
+            iu = phase.amount_iu(specific_activity)
             for n in numbers:
                 rows.append({
                     "TIME": phase.start + (n - 1) * phase.interval, "PHASE": k, "NUMBER": n,
