@@ -135,13 +135,11 @@ def simulate_command(
                     err=True, fg=typer.colors.YELLOW)
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kw):
+    """A matplotlib Figure rendered with Agg (no pyplot, no global backend change)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kw)
 
 
 def plot_profiles(res, model, path: Path) -> Path:
@@ -149,11 +147,10 @@ def plot_profiles(res, model, path: Path) -> Path:
     regimen; written atomically as PNG."""
     from il2pkpd._io import atomic_path
 
-    plt = _pyplot()
     outputs = list(dict.fromkeys(res.profiles["output"]))
     units = {o.name: o.unit for o in model.outputs}
-    fig, axes = plt.subplots(len(outputs), 1, figsize=(9, 2.8 * len(outputs)), sharex=True,
-                             squeeze=False)
+    fig = _figure(figsize=(9, 2.8 * len(outputs)))
+    axes = fig.subplots(len(outputs), 1, sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], outputs, strict=True):
         for k, (label, block) in enumerate(res.profiles[res.profiles["output"] == name]
                                            .groupby("regimen", sort=False)):
@@ -170,7 +167,6 @@ def plot_profiles(res, model, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
@@ -178,14 +174,14 @@ def plot_metrics(res, path: Path) -> Path:
     """Median and 90% interval of the main metrics (and target attainment) per regimen."""
     from il2pkpd._io import atomic_path
 
-    plt = _pyplot()
     table = res.metrics
     names = [m for m in PLOT_METRICS if m in set(table["metric"])]
     names += [m for m in dict.fromkeys(table["metric"]) if str(m).startswith("P(")]
     regs = list(dict.fromkeys(table["regimen"]))
     cols = 3
     rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.6 * rows), squeeze=False)
+    fig = _figure(figsize=(11, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names, strict=False):
@@ -208,7 +204,6 @@ def plot_metrics(res, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
