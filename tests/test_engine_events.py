@@ -271,3 +271,10 @@ def test_gradient_is_finite_on_padding_and_far_from_doses():
     g = jax.jit(jax.grad(lambda ka: jnp.sum(f({"CL": jnp.ones(2), "V": jnp.ones(2) * 10,
                                        "KA": ka, "TLAG1": jnp.ones(2)})[0])))(jnp.ones(2))
     assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_observation_in_a_compartment_without_output_is_reported():
+    df = frame([rec(0, 1, 100, cmt=1)], [1.0], cmt_obs=1)   # depot observation, oral model
+    with pytest.raises(DatasetError) as err:
+        build_events(df, load_model("one_cmt_oral"))
+    assert err.value.violations["rule"].tolist() == ["unmapped_cmt"]

@@ -281,13 +281,13 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
             else:
                 oi = out_by_cmt.get(int(cols["CMT"][r]))
                 if oi is None:
-                    if len(model.outputs) == 1:
+                    if len(model.outputs) == 1 and model.outputs[0].cmt is None:
                         oi = 0
                     else:
                         bad("unmapped_cmt", "CMT", sid, [line],
                             f"observation CMT {int(cols['CMT'][r])} maps to no output of model "
-                            f"{model.name}; add a DVID column or use CMT "
-                            f"{sorted(out_by_cmt)}")
+                            f"{model.name} (as in NONMEM, the observation compartment selects "
+                            f"the output); use CMT {sorted(out_by_cmt)} or add a DVID column")
                         oi = 0
             obs_rows[s].append((t, int(epoch[s]), r, 1, oi))
         elif evid in (1, 4):
