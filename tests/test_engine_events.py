@@ -278,3 +278,11 @@ def test_observation_in_a_compartment_without_output_is_reported():
     with pytest.raises(DatasetError) as err:
         build_events(df, load_model("one_cmt_oral"))
     assert err.value.violations["rule"].tolist() == ["unmapped_cmt"]
+
+
+def test_vmap_over_parameter_sets_equals_a_loop(mixed_fn):
+    xs = jnp.stack([jnp.asarray(X0), jnp.asarray(X0) * 1.1, jnp.asarray(X0) * 0.9])
+    batched, ok = jax.jit(jax.vmap(mixed_fn))(xs)
+    looped = jnp.stack([mixed_fn(x)[0] for x in xs])
+    np.testing.assert_allclose(batched, looped, rtol=1e-13)
+    assert bool(jnp.all(ok))

@@ -211,3 +211,11 @@ def test_ode_steady_state_gradient_matches_closed_form_gradient():
     g_closed = loss(make_predict_fn(m, ev))(x)
     g_ode = loss(make_predict_fn(m, ev, method="ode", **TIGHT))(x)
     np.testing.assert_allclose(g_ode, g_closed, rtol=1e-6, atol=1e-10)
+
+
+def test_ode_steady_state_outside_its_limits_is_a_clear_error():
+    from il2pkpd.errors import ParameterError
+    df = subject(1, [rec(0, 1, 100, ii=12, ss=1, cmt=1)], [1.0, 5.0], 2)
+    p = {k: v for k, v in MM.items() if k != "R2"}
+    with pytest.raises(ParameterError, match="TLAG < II"):
+        predict("one_cmt_oral_mm", {**p, "TLAG1": 13.0}, df)

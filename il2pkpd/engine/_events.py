@@ -82,6 +82,9 @@ class EventArrays:
         Index into ``model.dosing_cmts`` (selects TLAG<n>, F<n>, R<n>, D<n>).
     dose_state : (S, D) int32
         Index into ``model.states``.
+    dose_row : (S, D) int64
+        Row index into ``dataset.df`` of the dose record (of the ADDL record for implied
+        doses; -1 on padding).
     dose_epoch, dose_rank : (S, D) int32
         Epoch and position in the subject's ordered record sequence.
     dose_mask : (S, D) bool
@@ -120,6 +123,7 @@ class EventArrays:
     dose_cmt: np.ndarray
     dose_slot: np.ndarray
     dose_state: np.ndarray
+    dose_row: np.ndarray
     dose_epoch: np.ndarray
     dose_rank: np.ndarray
     dose_mask: np.ndarray
@@ -318,12 +322,12 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
                 bad("constant_infusion", "SS", sid, [line], "AMT 0 with RATE > 0 needs SS 1")
             base = (amt, rate, ii, int(kind), ss, cmt, dosing[cmt],
                     model.states.index(model.compartments[cmt]))
-            dose_rows[s].append((t, int(epoch[s]), r, 1) + base)
+            dose_rows[s].append((t, int(epoch[s]), r, 1) + base + (r,))
             for k in range(1, addl + 1 if ii > 0 else 1):
                 # implied doses are plain repetitions (not steady-state doses themselves)
                 dose_rows[s].append((t + k * ii, int(epoch[s]), -1, k)
                                     + (amt, rate, ii, int(kind), 0, cmt,
-                                       dosing[cmt], base[-1]))
+                                       dosing[cmt], base[-1], r))
     if problems:
         viol = pd.DataFrame(problems)
         raise DatasetError(f"{len(problems)} record(s) cannot be used with model "
@@ -369,7 +373,7 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
     obs_r = _pad(ocol(2), no, -1, np.int64)
     valid = obs_r >= 0
     safe_r = np.where(valid, obs_r, 0)
-    d_rank = _pad(dcol(12), nd, 0, np.int32)
+    d_rank = _pad(dcol(13), nd, 0, np.int32)
     d_epoch = _pad(dcol(1), nd, -1, np.int32)
     d_mask = _pad([[True] * len(x) for x in dose_rows], nd, False, bool)
     o_rank = _pad(ocol(5), no, 0, np.int32)
@@ -393,6 +397,7 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
         dose_cmt=_pad(dcol(9), nd, model.dosing_cmts[0], np.int64),
         dose_slot=_pad(dcol(10), nd, 0, np.int32),
         dose_state=_pad(dcol(11), nd, 0, np.int32),
+        dose_row=_pad(dcol(12), nd, -1, np.int64),
         dose_epoch=d_epoch,
         dose_rank=d_rank,
         dose_mask=d_mask,

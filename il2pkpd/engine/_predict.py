@@ -223,6 +223,32 @@ def _params_table(model: Model, needed: tuple[str, ...], params: Any,
     return values
 
 
+def _explain_ss_limits(model: Model, events: EventArrays, needed: tuple[str, ...],
+                       values: dict[str, np.ndarray], dataset: Any) -> None:
+    """Raise a clear error when a failed ODE solve comes from an SS dose outside the ODE
+    path's steady-state limits (TLAG < II, infusion duration <= II)."""
+    ev = jax.tree_util.tree_map(jnp.asarray, events)
+    p = _complete(model, needed, {k: jnp.asarray(v) for k, v in values.items()},
+                  events.n_subjects)
+    dose = {k: np.asarray(v) for k, v in dose_quantities(model, ev, p).items()}
+    ss = np.asarray(events.dose_mask) & (np.asarray(events.dose_ss) > 0) & (
+        np.asarray(events.dose_kind) != DoseKind.CONSTANT_INFUSION)
+    ii = np.asarray(events.dose_ii)
+    bad = ss & ((dose["lag"] >= ii) | (dose["dur"] > ii))
+    if not bad.any():
+        return
+    df = dataset if isinstance(dataset, pd.DataFrame) else dataset.df
+    lines = df["LINE"].to_numpy() if "LINE" in df.columns else np.arange(len(df)) + 2
+    rows = np.asarray(events.dose_row)[bad]
+    subj = np.broadcast_to(np.asarray(events.ids)[:, None], bad.shape)[bad]
+    where = ", ".join(f"ID {i} line {lines[r]}" for i, r in zip(subj[:5], rows[:5], strict=True))
+    raise ParameterError(
+        f"steady-state dose(s) at {where}: on the ODE path an SS dose needs TLAG < II and an "
+        f"infusion duration <= II (got TLAG {dose['lag'][bad][0]:g}, duration "
+        f"{dose['dur'][bad][0]:g}, II {ii[bad][0]:g}). Use the closed form (built-in linear "
+        "models), or replace the SS record by explicit repeated doses (ADDL).")
+
+
 def predict(model: Model | str, params: Mapping[str, Any] | pd.DataFrame, dataset: Any, *,
             method: str = "auto", **solver_options: Any) -> pd.DataFrame:
     """Population or individual predictions at every observation record.
@@ -268,6 +294,8 @@ def predict(model: Model | str, params: Mapping[str, Any] | pd.DataFrame, datase
     f = jax.jit(make_predict_fn(model, events, method=method, **solver_options))
     pred, ok = f({k: jnp.asarray(v) for k, v in values.items()})
     pred, ok = np.asarray(pred), np.asarray(ok)
+    if not ok.all() and not (model.is_closed_form and method != "ode"):
+        _explain_ss_limits(model, events, needed, values, dataset)
     mask = np.asarray(events.obs_mask)
     rows = np.asarray(events.obs_row)[mask]
     order = np.argsort(rows, kind="stable")
