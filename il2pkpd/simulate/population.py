@@ -478,6 +478,8 @@ def posterior_population(model, posterior, n: int, *, seed: int = 0, n_draws: in
             tv = draws[p.name].to_numpy(float)[draw]
         elif p.name in typical:
             tv = np.full(n, typical[p.name])
+        elif p.auto:
+            continue        # R<n>/D<n> without a default: only for RATE -1/-2 records
         else:
             raise PosteriorError(f"parameter {p.name} is neither in the posterior nor has a "
                                  "default in the model file")
