@@ -120,7 +120,7 @@ class UserODE:
     path: Path
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)   # identity hash: usable as a static jit arg
 class Model:
     """A structural model read from a model file (see :func:`il2pkpd.models.load_model`).
 
