@@ -285,8 +285,8 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
         order = jnp.lexsort((subs_a, ranks_a, jax.lax.stop_gradient(times_a), epochs_a))
         types_s, times_s, idx_s = types_a[order], times_a[order], idx_a[order]
         active_s = epochs_a[order] < _BIG_EPOCH
-        t_first = jnp.min(jnp.where(active_s, times_s, jnp.inf))
-        t_first = jnp.where(jnp.isfinite(t_first), t_first, 0.0)
+        # the initial state holds at the first event (as NONMEM's initial conditions do)
+        t_first = jnp.where(active_s[0], times_s[0], 0.0)
         ss_state = jax.nn.one_hot(d_state[jnp.asarray(ss_cols)], n_states) if len(ss_cols) \
             else jnp.zeros((1, n_states))
         d_unit = jax.nn.one_hot(d_state, n_states)
