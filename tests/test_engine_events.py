@@ -286,3 +286,12 @@ def test_vmap_over_parameter_sets_equals_a_loop(mixed_fn):
     looped = jnp.stack([mixed_fn(x)[0] for x in xs])
     np.testing.assert_allclose(batched, looped, rtol=1e-13)
     assert bool(jnp.all(ok))
+
+
+def test_constant_infusion_rate_from_model_parameter_and_f_not_applied():
+    obs = [0.0, 5.0, 40.0]
+    a = pred("two_cmt_iv", {**P2, "R1": 7.0, "F1": 0.5}, frame([rec(0, 1, 0, rate=-1, ss=1)],
+                                                               obs))
+    b = pred("two_cmt_iv", P2, frame([rec(0, 1, 0, rate=7.0, ss=1)], obs))
+    np.testing.assert_allclose(a, b, rtol=1e-13)
+    np.testing.assert_allclose(b, 7.0 / P2["CL"], rtol=1e-12)   # C_ss = rate / CL

@@ -36,17 +36,20 @@ class DoseKind(enum.IntEnum):
     INFUSION = 1           #: RATE > 0: rate RATE for duration F*AMT/RATE
     RATE_PARAM = 2         #: RATE = -1: rate R<n>, duration F*AMT/R<n>
     DURATION_PARAM = 3     #: RATE = -2: duration D<n>, rate F*AMT/D<n>
-    CONSTANT_INFUSION = 4  #: AMT = 0, RATE > 0, SS = 1: steady-state infusion that continues
+    CONSTANT_INFUSION = 4  #: AMT 0, RATE > 0 (or -1: R<n>), SS 1: infusion at steady state
+    #:                        that continues; F does not apply (as in NONMEM)
 
 
 def dose_kind_of(amt: float, rate: float, ss: int) -> DoseKind:
     """The :class:`DoseKind` of a dose record with these AMT, RATE and SS values."""
+    if amt == 0 and ss == 1 and (rate > 0 or rate == -1):
+        return DoseKind.CONSTANT_INFUSION
     if rate == -1:
         return DoseKind.RATE_PARAM
     if rate == -2:
         return DoseKind.DURATION_PARAM
     if rate > 0:
-        return DoseKind.CONSTANT_INFUSION if (amt == 0 and ss == 1) else DoseKind.INFUSION
+        return DoseKind.INFUSION
     return DoseKind.BOLUS
 
 
@@ -314,7 +317,7 @@ def build_events(dataset: Any, model: Model) -> EventArrays:
                     "RATE > 0 is a steady-state constant infusion only with SS 1)")
             elif ss in (1, 2) and not ii > 0:
                 bad("ss_ii", "II", sid, [line], f"SS={ss} dose needs II > 0")
-            if rate in (-1, -2) and amt <= 0:
+            if rate in (-1, -2) and amt <= 0 and kind != DoseKind.CONSTANT_INFUSION:
                 bad("rate_code_amt", "AMT", sid, [line], f"RATE {rate:g} needs AMT > 0")
             if addl > 0 and not ii > 0:
                 bad("addl_ii", "II", sid, [line], "ADDL > 0 needs II > 0")

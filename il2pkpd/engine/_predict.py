@@ -29,13 +29,15 @@ def needed_parameters(model: Model, events: EventArrays) -> tuple[str, ...]:
     """
     kind = np.asarray(events.dose_kind)[np.asarray(events.dose_mask)]
     slot = np.asarray(events.dose_slot)[np.asarray(events.dose_mask)]
+    rate = np.asarray(events.dose_rate)[np.asarray(events.dose_mask)]
+    uses_r = (kind == DoseKind.RATE_PARAM) | ((kind == DoseKind.CONSTANT_INFUSION) & (rate == -1))
     names = []
     for spec in model.parameters:
         if spec.name[0] in "RD" and spec.auto:
             prefix, n = spec.name[0], int(spec.name[1:])
-            code = DoseKind.RATE_PARAM if prefix == "R" else DoseKind.DURATION_PARAM
+            used = uses_r if prefix == "R" else kind == DoseKind.DURATION_PARAM
             i = model.dosing_cmts.index(n)
-            if not np.any((kind == code) & (slot == i)):
+            if not np.any(used & (slot == i)):
                 continue
         names.append(spec.name)
     return tuple(names)
@@ -68,7 +70,8 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
 
     ``amt`` is F*AMT (bolus); for RATE > 0 the rate is RATE and the duration F*AMT/RATE (F
     scales the duration, as in NONMEM); RATE -1: rate R<n>; RATE -2: duration D<n>, rate
-    F*AMT/D<n>; constant infusion (AMT 0, SS 1): rate RATE, F not applied.
+    F*AMT/D<n>; constant infusion (AMT 0, SS 1): rate RATE (R<n> when RATE is -1), F not
+    applied.
     """
     slots = model.dosing_cmts
 
@@ -84,7 +87,8 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
     r_par = per_dose("R")
     d_par = per_dose("D")
     rate = jnp.where(is_rate_col, rate_col, 0.0)
-    rate = jnp.where(kind == DoseKind.RATE_PARAM, r_par, rate)
+    rate = jnp.where((kind == DoseKind.RATE_PARAM) | (
+        (kind == DoseKind.CONSTANT_INFUSION) & (ev.dose_rate == -1)), r_par, rate)
     d_safe = jnp.where(kind == DoseKind.DURATION_PARAM, d_par, 1.0)
     rate = jnp.where(kind == DoseKind.DURATION_PARAM, amt / d_safe, rate)
     dur = jnp.where(kind == DoseKind.INFUSION, amt / rate_col, 0.0)
