@@ -82,3 +82,21 @@ def test_sampling_reproduces_the_error_model_moments():
     np.testing.assert_allclose(np.std(np.log(y[:, 0])), 0.2, rtol=0.01)
     np.testing.assert_allclose(np.mean(y[:, 1]), 10.0, atol=0.02)
     np.testing.assert_allclose(np.std(y[:, 1]), np.sqrt(2.0), rtol=0.01)
+
+
+def test_grouped_rows_equal_the_generic_formula():
+    from il2pkpd.inference.likelihood import RowGroups
+
+    rng = np.random.default_rng(0)
+    n = 40
+    is_log = rng.random(n) < 0.5
+    blq = rng.random(n) < 0.3
+    pred = rng.uniform(0.5, 5.0, n)
+    dv = np.where(blq, np.nan, pred * np.exp(0.2 * rng.standard_normal(n)))
+    lloq = np.where(blq, 0.7, np.nan)
+    sa = np.where(is_log, 0.2, 0.1)
+    sp = np.where(is_log, 0.0, 0.15)
+    d = ResidualError(pred, sa, sp, is_log, blq, lloq, groups=RowGroups(is_log, blq))
+    np.testing.assert_allclose(d.log_prob(dv),
+                               residual_log_density(dv, pred, sa, sp, is_log, blq, lloq),
+                               rtol=1e-13)

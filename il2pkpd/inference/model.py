@@ -24,7 +24,7 @@ import numpyro
 import numpyro.distributions as dist
 
 from il2pkpd.errors import DatasetError
-from il2pkpd.inference.likelihood import ResidualError
+from il2pkpd.inference.likelihood import ResidualError, RowGroups
 from il2pkpd.inference.spec import PopulationSpec
 
 __all__ = ["PopulationModel", "build_population_model", "ObservationTable"]
@@ -232,9 +232,12 @@ class PopulationModel:
                 sa[i] = vals[f"sigma_{nm}"]
                 is_log[i] = True
         out = self.obs.output
+        if n_out == 1:
+            return (jnp.broadcast_to(jnp.asarray(sa[0], dtype=float), out.shape),
+                    jnp.broadcast_to(jnp.asarray(sp[0], dtype=float), out.shape), is_log[out])
         sa_o = jnp.stack([jnp.asarray(s, dtype=float) for s in sa])[out]
         sp_o = jnp.stack([jnp.asarray(s, dtype=float) for s in sp])[out]
-        return sa_o, sp_o, jnp.asarray(is_log[out])
+        return sa_o, sp_o, is_log[out]
 
     def __call__(self, obs=None):
         """The NumPyro model. ``obs``: observed values (fit) or None (simulate)."""
@@ -247,18 +250,29 @@ class PopulationModel:
                 for name in self.varying:
                     numpyro.deterministic(f"ind_{name}", params[name])
         pred, ok = self.predict_fn(params)
-        si, ci = self.obs.subject, self.obs.column
-        pred_o = pred[si, ci]
-        good_subject = jnp.asarray(ok, dtype=bool)
-        good_subject = good_subject & jax.ops.segment_min(
-            jnp.isfinite(pred_o).astype(jnp.int32), jnp.asarray(si),
-            num_segments=self.n_subjects).astype(bool)
-        numpyro.factor("solver_ok", jnp.where(jnp.all(good_subject), 0.0, -jnp.inf))
-        pred_o = jnp.where(good_subject[si] & jnp.isfinite(pred_o), pred_o, 1.0)
+        si = self.obs.subject
+        pred_o = jnp.reshape(pred, (-1,))[self._flat_index(pred.shape)]
+        finite = jnp.isfinite(pred_o)
+        all_ok = jnp.all(jnp.asarray(ok, dtype=bool)) & jnp.all(finite)
+        numpyro.factor("solver_ok", jnp.where(all_ok, 0.0, -jnp.inf))
+        good_subject = jnp.asarray(ok, dtype=bool)[si] & finite
+        pred_o = jnp.where(good_subject, pred_o, 1.0)
         sa, sp, is_log = self.residual_arrays()
         with numpyro.plate("obs", len(si)):
-            numpyro.sample("DV", ResidualError(pred_o, sa, sp, is_log, jnp.asarray(self.obs.blq),
-                                               jnp.asarray(self.obs.lloq)), obs=obs)
+            numpyro.sample("DV", ResidualError(pred_o, sa, sp, is_log, self.obs.blq,
+                                               self.obs.lloq, groups=self._groups(is_log)),
+                           obs=obs)
+
+    def _flat_index(self, shape) -> np.ndarray:
+        return self.obs.subject * shape[1] + self.obs.column
+
+    def _groups(self, is_log):
+        key = "_row_groups"
+        g = self.__dict__.get(key)
+        if g is None:
+            g = RowGroups(np.asarray(is_log), self.obs.blq)
+            object.__setattr__(self, key, g)
+        return g
 
 
 def _get(events, name, default=None):

@@ -1,0 +1,257 @@
+"""NUTS on the public two-compartment benchmark: il2pkpd (NumPyro) against Stan (PyStan).
+
+Data: iv_2cmt_single_dose.csv of the PumasAI-Labs Bayesian-Benchmarks repository (120
+subjects, 1,800 observations, IV infusion; see ../shared/benchmarks/README.md). Model: two_cmt_iv
+with log-normal IIV on CL, V1, Q, V2 (full 4x4 block, non-centred), log-normal residual error,
+the benchmark's Stan-style reference priors: log typical values ~ Normal(log(4, 70, 4, 50), 1),
+IIV SDs ~ half-normal(0.4), correlations ~ LKJ(2), residual SD ~ half-normal(0.5).
+Both run 4 chains x (500 warm-up + 1,000 draws) on all cores (NumPyro: chains in parallel on
+one XLA CPU device per chain; Stan: PyStan's parallel chains), in the same run; the script prints
+wall time, min bulk ESS over population parameters, ESS/s, max R-hat and divergences of each,
+and the ratio. Stan gets the same model written by hand (closed-form two-compartment infusion
+and bolus superposition), with a diagonal metric (PyStan offers only that).
+
+    .venv/bin/python benchmarks/bench_fit_iv2cmt.py [--data-dir ../shared/benchmarks]
+        [--chains 4] [--warmup 500] [--samples 1000] [--no-stan]
+
+PyStan comes from the optional dependency group: ``pip install -e '.[stan]'``.
+Writes benchmarks/results/bench_fit_iv2cmt.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _parse():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "benchmarks")
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--dense-mass", default="auto")
+    ap.add_argument("--no-stan", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_iv2cmt.json")
+    return ap.parse_args()
+
+
+ARGS = _parse()
+import numpyro  # noqa: E402
+
+numpyro.set_host_device_count(ARGS.chains)  # before JAX starts: one CPU device per chain
+
+import il2pkpd  # noqa: E402
+
+il2pkpd.enable_x64()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from il2pkpd.inference import fit_population_model, prepare  # noqa: E402
+
+POPULATION = {"covariance": "block", "omega_prior": {"dist": "halfnormal", "scale": 0.4},
+              "lkj_concentration": 2.0}
+RESIDUAL = {"CP": {"model": "lognormal", "sigma_prior": {"dist": "halfnormal", "scale": 0.5}}}
+POP_NAMES = ["CL", "V1", "Q", "V2", "omega_CL", "omega_V1", "omega_Q", "omega_V2",
+             "corr_CL_V1", "corr_CL_Q", "corr_CL_V2", "corr_V1_Q", "corr_V1_V2", "corr_Q_V2",
+             "sigma_CP"]
+
+STAN_PROGRAM = """
+data {
+  int<lower=1> S;                       // subjects
+  int<lower=1> N;                       // observations
+  int<lower=1> ND;                      // doses
+  array[N] int<lower=1, upper=S> subj;  // subject of each observation
+  vector[N] t;                          // observation time (h)
+  vector<lower=0>[N] dv;                // observed concentration (mg/L)
+  array[N] int<lower=0, upper=1> blq;   // censored below lloq (M3)
+  vector[N] lloq;
+  array[ND] int<lower=1, upper=S> dsubj;
+  vector[ND] dtime;                     // dose time (h)
+  vector[ND] damt;                      // amount (mg)
+  vector[ND] drate;                     // infusion rate (mg/h), 0 = bolus
+}
+parameters {
+  real<lower=0> CL;
+  real<lower=0> V1;
+  real<lower=0> Q;
+  real<lower=0> V2;
+  vector<lower=0>[4] omega;
+  cholesky_factor_corr[4] L;
+  real<lower=0> sigma;
+  matrix[4, S] z;
+}
+model {
+  matrix[S, 4] eta = (diag_pre_multiply(omega, L) * z)';
+  vector[S] cl = CL * exp(eta[, 1]);
+  vector[S] v1 = V1 * exp(eta[, 2]);
+  vector[S] q = Q * exp(eta[, 3]);
+  vector[S] v2 = V2 * exp(eta[, 4]);
+  vector[N] pred = rep_vector(0, N);
+  for (d in 1:ND) {
+    int s = dsubj[d];
+    real k10 = cl[s] / v1[s];
+    real k12 = q[s] / v1[s];
+    real k21 = q[s] / v2[s];
+    real sum_k = k10 + k12 + k21;
+    real disc = sqrt(sum_k^2 - 4 * k10 * k21);
+    real a = 0.5 * (sum_k + disc);
+    real b = 0.5 * (sum_k - disc);
+    real ca = (a - k21) / ((a - b) * v1[s]);
+    real cb = (k21 - b) / ((a - b) * v1[s]);
+    for (i in 1:N) {
+      if (subj[i] == s && t[i] >= dtime[d]) {
+        real tt = t[i] - dtime[d];
+        if (drate[d] > 0) {
+          real dur = damt[d] / drate[d];
+          real tin = fmin(tt, dur);
+          pred[i] += drate[d] * (ca / a * (1 - exp(-a * tin)) * exp(-a * (tt - tin))
+                                 + cb / b * (1 - exp(-b * tin)) * exp(-b * (tt - tin)));
+        } else {
+          pred[i] += damt[d] * (ca * exp(-a * tt) + cb * exp(-b * tt));
+        }
+      }
+    }
+  }
+  CL ~ lognormal(log(4), 1);
+  V1 ~ lognormal(log(70), 1);
+  Q ~ lognormal(log(4), 1);
+  V2 ~ lognormal(log(50), 1);
+  omega ~ normal(0, 0.4);
+  L ~ lkj_corr_cholesky(2);
+  sigma ~ normal(0, 0.5);
+  to_vector(z) ~ std_normal();
+  for (i in 1:N) {
+    if (blq[i] == 1) target += lognormal_lcdf(lloq[i] | log(pred[i]), sigma);
+    else target += lognormal_lpdf(dv[i] | log(pred[i]), sigma);
+  }
+}
+generated quantities {
+  corr_matrix[4] R = multiply_lower_tri_self_transpose(L);
+}
+"""
+
+
+def diagnostics(draws: dict[str, np.ndarray]) -> dict:
+    """min bulk ESS, max R-hat over population parameters; draws name -> (chain, draw)."""
+    import arviz_stats as azs
+
+    ess = {k: float(azs.ess(v, method="bulk")) for k, v in draws.items()}
+    rhat = {k: float(azs.rhat(v)) for k, v in draws.items()}
+    return {"min_ess_bulk": min(ess.values()), "max_r_hat": max(rhat.values()),
+            "ess_bulk": ess, "r_hat": rhat,
+            "means": {k: float(np.mean(v)) for k, v in draws.items()}}
+
+
+def run_numpyro(data_dir: Path) -> dict:
+    pm, model, data, _ = prepare("two_cmt_iv", data_dir / "iv_2cmt_single_dose.csv",
+                                 population=POPULATION, residual=RESIDUAL)
+    t0 = time.perf_counter()
+    res = fit_population_model(pm, "nuts", chains=ARGS.chains, warmup=ARGS.warmup,
+                               samples=ARGS.samples, seed=ARGS.seed, dense_mass=ARGS.dense_mass,
+                               progress_bar=False, posterior_predictive=False)
+    wall = time.perf_counter() - t0
+    post = res.datatree["posterior"]
+    draws = {k: np.asarray(post[k].values) for k in POP_NAMES}
+    out = diagnostics(draws)
+    out.update({"wall_s": wall, "sampling_s": res.info["seconds"],
+                "chain_method": res.info["chain_method"],
+                "divergences": res.info["divergences"], "devices": jax.local_device_count(),
+                "dense_mass": ARGS.dense_mass, "n_subjects": pm.n_subjects,
+                "n_obs": len(pm.obs.dv)})
+    out["ess_per_s"] = out["min_ess_bulk"] / wall
+    return out, pm
+
+
+def run_stan(pm) -> dict:
+    try:
+        import stan
+    except ImportError as err:
+        return {"error": f"PyStan is not installed ({err}); pip install -e '.[stan]'"}
+    import pandas as pd
+
+    df = pd.read_csv(ARGS.data_dir / "iv_2cmt_single_dose.csv", na_values=["."])
+    ids = list(pm.ids)
+    doses = df[df["EVID"] == 1]
+    obs = pm.obs
+    data = {
+        "S": len(ids), "N": len(obs.dv), "ND": len(doses),
+        "subj": (obs.subject + 1).tolist(), "t": np.asarray(obs.time, float).tolist(),
+        "dv": np.asarray(obs.dv, float).tolist(), "blq": obs.blq.astype(int).tolist(),
+        "lloq": np.nan_to_num(obs.lloq, nan=0.0).tolist(),
+        "dsubj": [ids.index(i) + 1 for i in doses["ID"]],
+        "dtime": doses["TIME"].astype(float).tolist(),
+        "damt": doses["AMT"].astype(float).tolist(),
+        "drate": doses["RATE"].astype(float).tolist(),
+    }
+    seed = int(time.time()) % 100000  # PyStan caches fits by seed: a new one for honest timing
+    t0 = time.perf_counter()
+    posterior = stan.build(STAN_PROGRAM, data=data, random_seed=seed)
+    build_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    fit = posterior.sample(num_chains=ARGS.chains, num_samples=ARGS.samples,
+                           num_warmup=ARGS.warmup)
+    sample_s = time.perf_counter() - t1
+    n_c, n_d = ARGS.chains, ARGS.samples
+
+    def chains(x):
+        return np.asarray(x).reshape(n_c, n_d)
+
+    names = ["CL", "V1", "Q", "V2"]
+    draws = {k: chains(fit[k]) for k in names}
+    om = fit["omega"]
+    for j, k in enumerate(names):
+        draws[f"omega_{k}"] = chains(om[j])
+    R = fit["R"]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            draws[f"corr_{names[i]}_{names[j]}"] = chains(R[i, j])
+    draws["sigma_CP"] = chains(fit["sigma"])
+    out = diagnostics(draws)
+    out.update({"wall_s": sample_s, "build_s": build_s,
+                "divergences": int(np.sum(fit["divergent__"])), "seed": seed})
+    out["ess_per_s"] = out["min_ess_bulk"] / sample_s
+    return out
+
+
+def main() -> int:
+    results = {"benchmark": "iv_2cmt_single_dose, two_cmt_iv, 4x4 IIV, log-normal error",
+               "chains": ARGS.chains, "warmup": ARGS.warmup, "samples": ARGS.samples,
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "python": sys.version.split()[0], "load_avg": os.getloadavg()},
+               "reference": "NONMEM 7.5.1 NUTS: median 249 s per chain (README)"}
+    npy, pm = run_numpyro(ARGS.data_dir)
+    results["numpyro"] = npy
+    print(f"il2pkpd/NumPyro: wall {npy['wall_s']:.1f} s ({npy['chain_method']}), min bulk ESS "
+          f"{npy['min_ess_bulk']:.0f}, ESS/s {npy['ess_per_s']:.2f}, max R-hat "
+          f"{npy['max_r_hat']:.4f}, divergences {npy['divergences']}", flush=True)
+    if not ARGS.no_stan:
+        st = run_stan(pm)
+        results["stan"] = st
+        if "error" in st:
+            print("Stan:", st["error"])
+        else:
+            print(f"Stan/PyStan:     wall {st['wall_s']:.1f} s (+{st['build_s']:.0f} s build), "
+                  f"min bulk ESS {st['min_ess_bulk']:.0f}, ESS/s {st['ess_per_s']:.2f}, max "
+                  f"R-hat {st['max_r_hat']:.4f}, divergences {st['divergences']}")
+            results["ess_per_s_ratio_numpyro_over_stan"] = npy["ess_per_s"] / st["ess_per_s"]
+            print(f"ratio of ESS/s (NumPyro / Stan): "
+                  f"{results['ess_per_s_ratio_numpyro_over_stan']:.2f}")
+    results["load_avg_end"] = os.getloadavg()
+    ARGS.out.parent.mkdir(parents=True, exist_ok=True)
+    ARGS.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {ARGS.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
