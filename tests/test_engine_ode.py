@@ -217,8 +217,8 @@ def test_ode_steady_state_outside_its_limits_is_a_clear_error():
     from il2pkpd.errors import ParameterError
     df = subject(1, [rec(0, 1, 100, ii=12, ss=1, cmt=1)], [1.0, 5.0], 2)
     p = {k: v for k, v in MM.items() if k != "R2"}
-    with pytest.raises(ParameterError, match="TLAG < II"):
-        predict("one_cmt_oral_mm", {**p, "TLAG1": 13.0}, df)
+    with pytest.raises(ParameterError, match="at most 4 dosing intervals"):
+        predict("one_cmt_oral_mm", {**p, "TLAG1": 12.0 * 5.5}, df)
 
 
 def test_ode_time_restart_after_reset_matches_closed_form():

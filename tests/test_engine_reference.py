@@ -19,8 +19,7 @@ REF = Path(__file__).resolve().parent / "reference"
 SCENARIOS = json.loads((REF / "event_scenarios.json").read_text())
 EXPECTED = pd.read_csv(REF / "event_scenarios.csv")
 MODELS = sorted({s["model"] for s in SCENARIOS})
-# the ODE path solves steady state by one-interval Newton: it needs TLAG < II and D <= II
-ODE_UNSUPPORTED = {"ss_infusion_longer_than_ii_2cmt", "ss_oral_lag_longer_than_ii_1cmt"}
+ODE_UNSUPPORTED: set[str] = set()
 
 
 def _dataset(model_name, skip=()):

@@ -7,10 +7,13 @@ them: integrate to the breakpoint with ``diffrax.diffeqsolve``, then apply the e
 are vmapped. A failed solve sets ``ok`` false for that subject (never raises).
 
 Steady state (SS=1/2) is the fixed point of the one-interval map (integrate one dosing
-interval with the dose at its lag offset), found by Newton iterations outside the gradient
+interval with the doses at phase ``TLAG mod II``; as NONMEM: computed without the lag, then
+advanced to the right point of the cycle), found by Newton iterations outside the gradient
 and differentiated by the implicit function theorem; a constant infusion at steady state
-solves ``rhs(y) + rate = 0`` the same way. On this path an SS dose needs TLAG < II and an
-infusion duration <= II (``ok`` is false otherwise; the closed forms have no such limits).
+solves ``rhs(y) + rate = 0`` the same way. Implied doses still pending at the record time
+(TLAG >= II) and infusions still running (duration > II) become events, at most
+``SS_MAX_OVERLAP`` of each per SS record (``ok`` is false beyond; the closed forms have no
+limit).
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ from il2pkpd.engine._events import DoseKind, EventArrays
 from il2pkpd.errors import OptionError
 from il2pkpd.models import Model
 
-__all__ = ["make_ode_predict", "model_functions", "SOLVERS"]
+__all__ = ["make_ode_predict", "model_functions", "SOLVERS", "SS_MAX_OVERLAP", "ss_overlaps"]
+
+
+def ss_overlaps(lag, dur, ii, is_inf, xp=jnp):
+    """Phase of the doses in the interval, implied doses pending and infusions running at an
+    SS record time: ``(phi, n_pending, n_running)``, for the lag, infusion duration and II."""
+    phi = xp.mod(lag, ii)
+    n_pend = xp.round((lag - phi) / ii)
+    n_run = xp.where(is_inf, xp.maximum(xp.ceil((phi + dur) / ii) - 1.0, 0.0), 0.0)
+    return phi, n_pend, n_run
 
 SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
     "tsit5": diffrax.Tsit5,
@@ -39,7 +51,10 @@ SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
 }
 
 # event types
-_OBS, _START, _END, _RESET, _SS_SET, _PREV_END = 0, 1, 2, 3, 4, 5
+_OBS, _START, _END, _RESET, _SS_SET, _PREV_END, _IMP_START, _IMP_END = range(8)
+#: Most implied SS doses still pending (TLAG >= k*II) or infusions still running (duration
+#: > k*II) at an SS record time, per SS record, on the ODE path (static event slots).
+SS_MAX_OVERLAP = 4
 _BIG_EPOCH = 1 << 30
 
 
@@ -134,22 +149,26 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
         return jnp.stack([jnp.asarray(o[n], y.dtype) * jnp.ones((), y.dtype) for n in out_names])
 
     # -- steady state -------------------------------------------------------------------------
-    def periodic_map(y0, p, lag, amt, rate, dur, ii, state, k, adjoint=None):
-        """State one interval after y0 under periodic dosing (dose at offset lag)."""
+    def periodic_map(y0, p, phi, amt, rate, dur, ii, state, k, adjoint=None):
+        """State one interval after y0 under periodic dosing, doses at phase phi.
+
+        Each interval holds one dose start (phase phi) and one infusion end (phase
+        e = (phi + D) mod II); n0 infusions run across the interval boundary (D may exceed II).
+        """
         is_inf = (k == DoseKind.INFUSION) | (k == DoseKind.RATE_PARAM) | (
             k == DoseKind.DURATION_PARAM)
         dur = jnp.where(is_inf, dur, 0.0)
-        n0 = jnp.where(is_inf & (lag + dur > ii), 1.0, 0.0)     # previous infusion running
-        e = lag + dur - ii * n0
-        b1, b2 = jnp.minimum(lag, e), jnp.maximum(lag, e)
+        _, _, n0 = ss_overlaps(phi, dur, ii, is_inf)
+        e = phi + dur - ii * n0
+        b1, b2 = jnp.minimum(phi, e), jnp.maximum(phi, e)
+        mid = jnp.where(phi < e, n0 + 1.0, n0 - 1.0)
         unit = jax.nn.one_hot(state, n_states, dtype=y0.dtype)
         r = jnp.where(is_inf, rate, 0.0)
         y1, ok1 = integrate(y0, 0.0, b1, p, unit * r * n0, adjoint)
         y1 = y1 + unit * jnp.where(k == DoseKind.BOLUS, amt, 0.0)
-        y2, ok2 = integrate(y1, b1, b2, p, unit * r * (1.0 - n0), adjoint)
+        y2, ok2 = integrate(y1, b1, b2, p, unit * r * mid, adjoint)
         y3, ok3 = integrate(y2, b2, ii, p, unit * r * n0, adjoint)
-        valid = (lag < ii) & (dur <= ii)
-        return y3, ok1 & ok2 & ok3 & valid, n0 * r
+        return y3, ok1 & ok2 & ok3, n0 * r
 
     def newton_fixed_point(g, y_start):
         """Root of g (returns residual, Jacobian) by Newton; returns root and last Jacobian."""
@@ -175,7 +194,7 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
     has_const = bool(np.any(mask & (ss > 0) & (kind == DoseKind.CONSTANT_INFUSION)))
     has_periodic = bool(np.any(mask & (ss > 0) & (kind != DoseKind.CONSTANT_INFUSION)))
 
-    def steady_state(p, y_init, lag, amt, rate, dur, ii, state, k):
+    def steady_state(p, y_init, phi, amt, rate, dur, ii, state, k):
         """State at the SS record time (implied past doses only) and the running rate.
 
         Newton runs on stopped values; one last Newton step from the fixed point, with the
@@ -185,7 +204,7 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
         unit = jax.nn.one_hot(state, n_states, dtype=y_init.dtype)
         is_const = k == DoseKind.CONSTANT_INFUSION
         ps = jax.lax.stop_gradient(p)
-        lag_s, amt_s, rate_s, dur_s, ii_s = jax.lax.stop_gradient((lag, amt, rate, dur, ii))
+        phi_s, amt_s, rate_s, dur_s, ii_s = jax.lax.stop_gradient((phi, amt, rate, dur, ii))
         y0 = jax.lax.stop_gradient(y_init)
         y_star = y0
         jac = eye
@@ -194,7 +213,7 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
         run_rate = jnp.zeros(())
         if has_periodic:
             def pm(z):
-                return periodic_map(z, ps, lag_s, amt_s, rate_s, dur_s, ii_s, state, k,
+                return periodic_map(z, ps, phi_s, amt_s, rate_s, dur_s, ii_s, state, k,
                                     adjoint=diffrax.ForwardMode())[0]
 
             pm_g = value_and_jacfwd(pm)
@@ -205,7 +224,7 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
 
             y_p, jac_p = newton_fixed_point(g_p, y0)
             y_p = jax.lax.stop_gradient(y_p)
-            pm_val, ok_p, run_p = periodic_map(y_p, p, lag, amt, rate, dur, ii, state, k)
+            pm_val, ok_p, run_p = periodic_map(y_p, p, phi, amt, rate, dur, ii, state, k)
             y_star = y_p
             jac = jax.lax.stop_gradient(jac_p)
             res = pm_val - y_p
@@ -260,22 +279,42 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
             cols = jnp.asarray(ss_cols)
             ss_active = d_mask[cols] & (d_ss[cols] > 0)
             # harmless stand-ins where a column holds no SS dose (keeps gradients finite)
+            inf_c = ss_active & is_inf[cols]
+            ii_c = jnp.where(ss_active, d_ii[cols], 1.0)
+            dur_c = jnp.where(inf_c, dur[cols], 0.0)
+            amt_c = jnp.where(ss_active, amt[cols], 0.0)
+            rate_c = jnp.where(ss_active, rate[cols], 0.0)
+            kind_c = jnp.where(ss_active, d_kind[cols], int(DoseKind.BOLUS))
+            phi_c, n_pend, n_run = ss_overlaps(jnp.where(ss_active, lag[cols], 0.0), dur_c,
+                                               ii_c, inf_c)
             y_ss, run_rate, ok_ss = jax.vmap(
                 lambda *a: steady_state(p, y_init, *a))(
-                jnp.where(ss_active, lag[cols], 0.0), jnp.where(ss_active, amt[cols], 0.0),
-                jnp.where(ss_active, rate[cols], 0.0), jnp.where(ss_active, dur[cols], 0.0),
-                jnp.where(ss_active, d_ii[cols], 1.0), d_state[cols],
-                jnp.where(ss_active, d_kind[cols], int(DoseKind.BOLUS)))
+                phi_c, amt_c, rate_c, dur_c, ii_c, d_state[cols], kind_c)
+            ok_ss = ok_ss & (n_pend <= SS_MAX_OVERLAP) & (n_run <= SS_MAX_OVERLAP)
             ok_all = ok_all & jnp.all(jnp.where(ss_active, ok_ss, True))
-            add(_SS_SET, d_time[cols], d_epoch[cols], d_rank[cols], 0, jnp.arange(len(ss_cols)),
-                ss_active)
-            prev_end = d_time[cols] + lag[cols] + dur[cols] - d_ii[cols]
-            add(_PREV_END, prev_end, d_epoch[cols], d_rank[cols], 3, jnp.arange(len(ss_cols)),
-                ss_active & is_inf[cols] & (run_rate != 0) & (d_kind[cols]
-                                                              != DoseKind.CONSTANT_INFUSION))
+            n_ss = len(ss_cols)
+            ar_ss = jnp.arange(n_ss)
+            add(_SS_SET, d_time[cols], d_epoch[cols], d_rank[cols], 0, ar_ss, ss_active)
+            # implied doses of the SS series that act after the record time
+            kk = jnp.arange(SS_MAX_OVERLAP, dtype=phi_c.dtype)[None, :]
+            periodic = (ss_active & (kind_c != DoseKind.CONSTANT_INFUSION))[:, None]
+            t0 = (d_time[cols] + phi_c)[:, None]
+            rep_ep = jnp.repeat(d_epoch[cols], SS_MAX_OVERLAP)
+            rep_rk = jnp.repeat(d_rank[cols], SS_MAX_OVERLAP)
+            rep_ix = jnp.repeat(ar_ss, SS_MAX_OVERLAP)
+            add(_PREV_END, (t0 - (kk + 1) * ii_c[:, None] + dur_c[:, None]).ravel(), rep_ep,
+                rep_rk, 3, rep_ix, (periodic & inf_c[:, None] & (kk < n_run[:, None])).ravel())
+            pend = periodic & (kk < n_pend[:, None])
+            add(_IMP_START, (t0 + kk * ii_c[:, None]).ravel(), rep_ep, rep_rk, 1, rep_ix,
+                pend.ravel())
+            add(_IMP_END, (t0 + kk * ii_c[:, None] + dur_c[:, None]).ravel(), rep_ep, rep_rk, 2,
+                rep_ix, (pend & inf_c[:, None]).ravel())
         else:
             y_ss = jnp.zeros((1, n_states))
             run_rate = jnp.zeros(1)
+            amt_c = rate_c = jnp.zeros(1)
+            kind_c = jnp.zeros(1, jnp.int32)
+            inf_c = jnp.zeros(1, bool)
         types_a = jnp.concatenate(types)
         times_a = jnp.concatenate(times)
         epochs_a = jnp.concatenate(epochs)
@@ -317,7 +356,12 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
             is_ss = act & (tp == _SS_SET)
             y = y + jnp.where(is_ss, y_ss[ixs] - y_init, 0.0)
             rates = rates + jnp.where(is_ss, run_rate[ixs], 0.0) * ss_state[ixs]
-            rates = rates - jnp.where(act & (tp == _PREV_END), run_rate[ixs], 0.0) * ss_state[ixs]
+            u_s = ss_state[ixs]
+            rates = rates - jnp.where(act & (tp == _PREV_END), rate_c[ixs], 0.0) * u_s
+            is_imp = act & (tp == _IMP_START)
+            y = y + jnp.where(is_imp & (kind_c[ixs] == DoseKind.BOLUS), amt_c[ixs], 0.0) * u_s
+            rates = rates + jnp.where(is_imp & inf_c[ixs], rate_c[ixs], 0.0) * u_s
+            rates = rates - jnp.where(act & (tp == _IMP_END), rate_c[ixs], 0.0) * u_s
             # observation
             is_obs = act & (tp == _OBS)
             ixo = jnp.clip(ix, 0, obs_output.shape[0] - 1)

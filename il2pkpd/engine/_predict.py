@@ -229,16 +229,22 @@ def _params_table(model: Model, needed: tuple[str, ...], params: Any,
 
 def _explain_ss_limits(model: Model, events: EventArrays, needed: tuple[str, ...],
                        values: dict[str, np.ndarray], dataset: Any) -> None:
-    """Raise a clear error when a failed ODE solve comes from an SS dose outside the ODE
-    path's steady-state limits (TLAG < II, infusion duration <= II)."""
+    """Raise a clear error when a failed ODE solve comes from an SS dose beyond the ODE
+    path's limits (implied doses pending or infusions running at the SS record time)."""
+    from il2pkpd.engine._ode import SS_MAX_OVERLAP, ss_overlaps
+
     ev = jax.tree_util.tree_map(jnp.asarray, events)
     p = _complete(model, needed, {k: jnp.asarray(v) for k, v in values.items()},
                   events.n_subjects)
     dose = {k: np.asarray(v) for k, v in dose_quantities(model, ev, p).items()}
+    kind = np.asarray(events.dose_kind)
     ss = np.asarray(events.dose_mask) & (np.asarray(events.dose_ss) > 0) & (
-        np.asarray(events.dose_kind) != DoseKind.CONSTANT_INFUSION)
+        kind != DoseKind.CONSTANT_INFUSION)
     ii = np.asarray(events.dose_ii)
-    bad = ss & ((dose["lag"] >= ii) | (dose["dur"] > ii))
+    is_inf = np.isin(kind, (DoseKind.INFUSION, DoseKind.RATE_PARAM, DoseKind.DURATION_PARAM))
+    _, n_pend, n_run = ss_overlaps(dose["lag"], np.where(is_inf, dose["dur"], 0.0), ii, is_inf,
+                                   xp=np)
+    bad = ss & ((n_pend > SS_MAX_OVERLAP) | (n_run > SS_MAX_OVERLAP))
     if not bad.any():
         return
     df = dataset if isinstance(dataset, pd.DataFrame) else dataset.df
@@ -247,10 +253,10 @@ def _explain_ss_limits(model: Model, events: EventArrays, needed: tuple[str, ...
     subj = np.broadcast_to(np.asarray(events.ids)[:, None], bad.shape)[bad]
     where = ", ".join(f"ID {i} line {lines[r]}" for i, r in zip(subj[:5], rows[:5], strict=True))
     raise ParameterError(
-        f"steady-state dose(s) at {where}: on the ODE path an SS dose needs TLAG < II and an "
-        f"infusion duration <= II (got TLAG {dose['lag'][bad][0]:g}, duration "
-        f"{dose['dur'][bad][0]:g}, II {ii[bad][0]:g}). Use the closed form (built-in linear "
-        "models), or replace the SS record by explicit repeated doses (ADDL).")
+        f"steady-state dose(s) at {where}: on the ODE path TLAG and the infusion duration may "
+        f"span at most {SS_MAX_OVERLAP} dosing intervals (got TLAG {dose['lag'][bad][0]:g}, "
+        f"duration {dose['dur'][bad][0]:g}, II {ii[bad][0]:g}). Use the closed form "
+        "(built-in linear models), or replace the SS record by explicit repeated doses (ADDL).")
 
 
 def predict(model: Model | str, params: Mapping[str, Any] | pd.DataFrame, dataset: Any, *,
