@@ -18,6 +18,8 @@ solve), so the same code serves every ODE model.
 
 from __future__ import annotations
 
+import jax
+
 GAMMA = 0.25
 A = (
     (),
@@ -90,7 +92,9 @@ def rodas4_step(rhs, solve, factor, y0, f0, h):
             for j in range(1, i):
                 corr = _axpy(C[i][j] * inv_h, us[j], corr)
             b = _axpy(1.0, rhs(yi), corr)
-        us.append(solve(factor, b))
+        # the barrier materialises each stage: without it XLA's fusion duplicates the earlier
+        # stages into every later consumer (many-fold recomputation, worse under jvp)
+        us.append(jax.lax.optimization_barrier(solve(factor, b)))
     y1 = y0
     for j, a in enumerate(A[5]):
         y1 = _axpy(a, us[j], y1)

@@ -79,6 +79,8 @@ def _events(system: OdeSystem, p, time, amount, state, duration, has_infusion):
     event (+rate) and a stop event (-rate). A final padding event at ``+inf`` is appended.
     """
     n_s = system.n_states
+    time, amount, duration = (jnp.asarray(x, p.dtype) for x in (time, amount, duration))
+    state = jnp.asarray(state, jnp.int32)
     lag = jnp.zeros(n_s, p.dtype)
     bio = jnp.ones(n_s, p.dtype)
     for cmt, idx in system.compartments.items():
@@ -108,7 +110,8 @@ def _events(system: OdeSystem, p, time, amount, state, duration, has_infusion):
 
 
 def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *, rtol, atol,
-                  h0, max_steps, outputs_per_step, has_infusion, dosed, safety=0.9):
+                  h0, max_steps, outputs_per_step, has_infusion, dosed, safety=0.9,
+                  h_event=None):
     """Solve one patient (vmap this). See :func:`solve_population` for the arguments.
 
     ``dosed`` is the static tuple of state indices that receive doses.
@@ -128,6 +131,7 @@ def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *,
     rate0 = tuple(jnp.zeros((), dtype) for _ in dosed)
     lin = system.linear_solver
     step_factor_max, step_factor_min = 6.0, 0.2
+    h_event = h0 if h_event is None else h_event   # first trial step after a dose event
 
     def body(s):
         t, y, r, h, iev, iout, buf, nst, nrej, status = s
@@ -175,7 +179,7 @@ def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *,
         fac = jnp.where(accept, fac, jnp.minimum(fac, 1.0))
         h_new = hs * jax.lax.stop_gradient(fac)
         h_new = jnp.where(accept & (hs < h), jnp.maximum(h_new, h), h_new)
-        h_new = jnp.where(pending, h, h_new)
+        h_new = jnp.where(pending, jnp.minimum(h, h_event), h_new)
         t_next = jnp.where(accept, t_target, t)
         y_next = tuple(jnp.where(pending, a, jnp.where(accept, b, c))
                        for a, b, c in zip(y_ev, y1, y, strict=True))
