@@ -1,0 +1,146 @@
+"""NUTS on the public Friberg PK/PD benchmark with the user ODE model models/friberg.{toml,py}.
+
+Data: friberg_multiple_dose.csv of the PumasAI-Labs Bayesian-Benchmarks repository (12
+subjects, 816 observations of drug concentration (CMT 2) and neutrophils (CMT 8); see
+../shared/benchmarks/README.md). Model: two-compartment oral PK driving the Friberg-Karlsson
+model, nine log-normal parameters with a full 9x9 IIV block, log-normal error on both outputs,
+the benchmark's reference priors (in models/friberg.toml). The ODE goes through the engine's
+diffrax path (no closed form exists), chains run sequentially (parallel chains fail with
+diffrax in this stack, see ../shared/STACK.md).
+
+The script first checks the model against the noise-free values in the data file's CP column
+at the true individual parameters, times the log density and its gradient, then runs NUTS with
+the requested settings and prints wall time, min bulk ESS over population parameters, ESS/s,
+max R-hat, divergences, and the wall time the goal settings (4 chains x (500 + 1,000)) would
+take at the measured cost per iteration.
+
+    .venv/bin/python benchmarks/bench_fit_friberg.py [--data-dir ../shared/benchmarks]
+        [--chains 4] [--warmup 500] [--samples 1000] [--solver tsit5] [--rtol 1e-6]
+
+Writes benchmarks/results/bench_fit_friberg.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import il2pkpd
+
+il2pkpd.enable_x64()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+from numpyro.infer import init_to_median  # noqa: E402
+from numpyro.infer.util import initialize_model  # noqa: E402
+
+from il2pkpd.inference import fit_population_model, prepare  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+NAMES = ["CL", "V1", "Q", "V2", "KA", "MTT", "CIRC0", "GAMMA", "ALPHA"]
+
+
+def _time(fn, *args, reps=5):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - t0
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t0)
+    return compile_s, float(np.median(ts))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "benchmarks")
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--solver", default="tsit5")
+    ap.add_argument("--rtol", type=float, default=1e-6)
+    ap.add_argument("--atol", type=float, default=1e-8)
+    ap.add_argument("--max-tree-depth", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_friberg.json")
+    args = ap.parse_args()
+
+    data = args.data_dir / "friberg_multiple_dose.csv"
+    solver = {"solver": args.solver, "rtol": args.rtol, "atol": args.atol}
+    pm, model, dataset, events = prepare("friberg", data, solver_options=solver)
+    res: dict = {"benchmark": "friberg_multiple_dose, friberg user ODE, 9x9 IIV",
+                 "solver": solver, "n_subjects": pm.n_subjects, "n_obs": len(pm.obs.dv),
+                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                             "python": sys.version.split()[0], "load_avg": os.getloadavg()},
+                 "reference": "NONMEM 7.5.1 NUTS: median 6,118 s per chain (README)"}
+    print(f"{pm.n_subjects} subjects, {len(pm.obs.dv)} observations", flush=True)
+
+    # 1. the model against the noise-free values in the file (true individual parameters)
+    truth = pd.read_csv(args.data_dir / "friberg_true_params.csv").rename(
+        columns={"VC": "V1", "VP": "V2"}).set_index("ID").loc[pm.ids]
+    params = {k: jax.numpy.asarray(truth[k].to_numpy()) for k in NAMES}
+    pred, ok = jax.jit(pm.predict_fn)(params)
+    raw = pd.read_csv(data, na_values=["."])
+    ref = raw["CP"].to_numpy()[pm.obs.row]
+    got = np.asarray(pred)[pm.obs.subject, pm.obs.column]
+    rel = float(np.max(np.abs(got / ref - 1)))
+    res["max_rel_error_vs_noise_free_CP"] = rel
+    print(f"model vs the file's noise-free values: max relative error {rel:.2e}", flush=True)
+
+    # 2. cost of the log density and its gradient
+    info = initialize_model(jax.random.PRNGKey(0), pm, model_kwargs={"obs": pm.observed},
+                            init_strategy=init_to_median(num_samples=15))
+    x0, unravel = ravel_pytree(info.param_info.z)
+    pot = jax.jit(lambda x: info.potential_fn(unravel(x)))
+    grad = jax.jit(jax.grad(lambda x: info.potential_fn(unravel(x))))
+    c1, t_ld = _time(pot, x0)
+    c2, t_grad = _time(grad, x0)
+    res.update({"latent_dim": int(x0.size), "log_density_s": t_ld, "gradient_s": t_grad,
+                "compile_log_density_s": c1, "compile_gradient_s": c2})
+    print(f"latent dimension {x0.size}; log density {1e3 * t_ld:.1f} ms, gradient "
+          f"{1e3 * t_grad:.1f} ms (compile {c2:.0f} s)", flush=True)
+
+    # 3. NUTS
+    t0 = time.perf_counter()
+    fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
+                              samples=args.samples, seed=args.seed,
+                              max_tree_depth=args.max_tree_depth, is_ode=True,
+                              progress_bar=False, posterior_predictive=False)
+    wall = time.perf_counter() - t0
+    s = fr.summary
+    pop = s["parameter"].tolist()
+    n_iter = args.chains * (args.warmup + args.samples)
+    goal_iter = 4 * (500 + 1000)
+    res["nuts"] = {
+        "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
+        "chain_method": fr.info["chain_method"], "wall_s": wall,
+        "min_ess_bulk": float(s["ess_bulk"].min()), "max_r_hat": float(s["r_hat"].max()),
+        "divergences": fr.info["divergences"], "ess_per_s": float(s["ess_bulk"].min()) / wall,
+        "seconds_per_iteration": wall / n_iter,
+        "goal_wall_s_extrapolated": wall / n_iter * goal_iter,
+        "summary": s.to_dict(orient="records"), "parameters": pop,
+    }
+    n = res["nuts"]
+    print(f"NUTS {args.chains} x ({args.warmup} + {args.samples}) ({n['chain_method']}): wall "
+          f"{wall:.0f} s, min bulk ESS {n['min_ess_bulk']:.0f}, ESS/s {n['ess_per_s']:.3f}, max "
+          f"R-hat {n['max_r_hat']:.3f}, divergences {n['divergences']}")
+    print(f"at {n['seconds_per_iteration']:.2f} s per iteration the goal settings (4 x 1,500) "
+          f"would take about {n['goal_wall_s_extrapolated'] / 60:.0f} min (goal 20 min; "
+          "NONMEM about 6,100 s per chain)")
+    res["load_avg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
