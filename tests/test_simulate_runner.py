@@ -113,6 +113,11 @@ def test_il2_metrics_match_an_independent_scipy_solution(il2):
     assert got["treg_fold"] == pytest.approx(treg.max() / treg[0], rel=1e-4)
     assert got["nk_fold"] == pytest.approx(nk.max() / nk[0], rel=1e-4)
     assert got["treg_tpeak"] == pytest.approx(t[treg.argmax()] / 24, abs=2 / 24)
+    # the fast grid: within about 1%
+    fast = simulate_population(il2, ["1 MIU SC daily x5"], pop, days=14, rtol=1e-7,
+                               resolution="fast").patients["1 MIU SC daily x5"].iloc[0]
+    assert fast["cmax"] == pytest.approx(c.max(), rel=1e-2)
+    assert fast["auc_course"] == pytest.approx(np.trapezoid(c, t), rel=1e-2)
     # DOMAIN.md section 6 (scipy reference of the defaults): Treg 1.8x at day 5.8, NK 1.06x
     assert got["treg_fold"] == pytest.approx(1.8, abs=0.05)
     assert got["nk_fold"] == pytest.approx(1.06, abs=0.01)
