@@ -223,3 +223,12 @@ def test_simulation_grid_holds_doses_infusion_ends_days_and_bolus_jumps(il2):
         assert np.isclose(grid, t, rtol=0, atol=1e-12).any(), t
     assert np.all(np.diff(grid) > 0)
     assert math.isclose(grid[-1], 48.0)
+
+
+def test_models_without_nk_cells_get_treg_metrics_only():
+    model = load_model("il2_pk_treg")
+    res = simulate(model, ["1 MIU SC daily x5"], n=4, days=10, seed=1)
+    table = res.patients["1 MIU SC daily x5"]
+    assert {"treg_fold", "treg_tpeak"} <= set(table.columns)
+    assert not {"nk_fold", "selectivity"} & set(table.columns)
+    assert (table["treg_fold"] > 1).all()

@@ -39,7 +39,8 @@ def simulate_command(
                                      help="Target to attain, e.g. 'treg_fold>=2 and "
                                           "nk_fold<=1.5'; repeatable."),
     threshold: float = typer.Option(250.0, "--threshold",
-                                    help="IL-2 threshold for time_above (IU/mL)."),
+                                    help="Concentration threshold for time_above, in the "
+                                         "model's concentration unit (IU/mL for IL-2)."),
     omega: float = typer.Option(0.3, "--omega",
                                 help="Between-subject SD (log scale) without a posterior."),
     covariates: Path = typer.Option(None, "--covariates",

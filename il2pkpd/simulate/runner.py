@@ -254,8 +254,12 @@ class _Plan:
 def _metric_names(plan: _Plan) -> list[str]:
     names = ["cmax", "tmax", "auc_course", "auc_tau_first", "auc_tau_max", "auc_day_first",
              "auc_day_max", "time_above"]
+    if plan.treg_index is not None:
+        names += ["treg_fold", "treg_tpeak"]
+    if plan.nk_index is not None:
+        names += ["nk_fold", "nk_tpeak"]
     if plan.treg_index is not None and plan.nk_index is not None:
-        names += ["treg_fold", "treg_tpeak", "nk_fold", "nk_tpeak", "selectivity"]
+        names += ["selectivity"]
     return names
 
 
@@ -269,13 +273,17 @@ def _chunk_metrics(plan: _Plan, outs):
                                 smooth=plan.smooth)
     else:  # pragma: no cover  (a regimen always has a dose)
         ex = {}
-    cols = [ex[k] for k in _metric_names(plan)[:8]]
+    values = dict(ex)
+    # each count output on its own (a model may have Tregs but no NK cells)
+    for index, prefix in ((plan.treg_index, "treg"), (plan.nk_index, "nk")):
+        if index is not None:
+            rs = M.response_metrics(t, outs[:, index, :], outs[:, index, :],
+                                    smooth=plan.smooth)
+            values[f"{prefix}_fold"] = rs["treg_fold"]
+            values[f"{prefix}_tpeak"] = rs["treg_tpeak"]
     if plan.treg_index is not None and plan.nk_index is not None:
-        rs = M.response_metrics(t, outs[:, plan.treg_index, :], outs[:, plan.nk_index, :],
-                                smooth=plan.smooth)
-        cols += [rs[k] for k in ("treg_fold", "treg_tpeak", "nk_fold", "nk_tpeak",
-                                 "selectivity")]
-    return jnp.stack(cols, axis=1)
+        values["selectivity"] = values["treg_fold"] / values["nk_fold"]
+    return jnp.stack([values[k] for k in _metric_names(plan)], axis=1)
 
 
 def _plan_key(plan: _Plan) -> tuple:
