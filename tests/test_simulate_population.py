@@ -135,3 +135,14 @@ def test_cli_simulates_from_a_posterior(tmp_path, capsys):
     assert metrics.loc["cmax", "median"] == pytest.approx(100 / 70, rel=0.15)
     pta = metrics.loc["P(cmax>=1.4)"]
     assert 0 <= pta["q5"] <= pta["median"] <= pta["q95"] <= 1
+
+
+def test_population_and_dosing_doctests():
+    import doctest
+
+    import il2pkpd.simulate.dosing as dosing
+    import il2pkpd.simulate.population as population
+
+    for module in (dosing, population):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
