@@ -160,3 +160,13 @@ def test_two_cmt_block_iiv_recovery_larger():
     for name in ("CL", "V1", "Q", "V2"):
         assert s.loc[name, "q5"] < truth[name] < s.loc[name, "q95"], name
     assert s["r_hat"].max() < 1.02
+
+
+def test_nuts_started_from_map(sim_pm):
+    """init="map": chains start from the (jittered) MAP estimate and sample normally."""
+    res = fit_population_model(sim_pm, "nuts", chains=1, warmup=150, samples=150, seed=4,
+                               init="map", progress_bar=False, posterior_predictive=False)
+    s = res.summary.set_index("parameter")
+    assert res.info["init"] == "map" and res.info["map_seconds"] > 0
+    assert s.loc["CL", "q5"] < TRUE["CL"] < s.loc["CL", "q95"]
+    assert "posterior_predictive" not in res.datatree.children
