@@ -143,3 +143,18 @@ def test_il2_pkpd_matches_scipy(regimen, structured):
     ref = scipy_il2(DEFAULTS, doses, t_out)
     err = rel_err(np.asarray(sol.outputs[0]), ref)
     assert err.max() < 1e-4, err.max(axis=1)
+
+
+def test_fast_path_equations_match_model_file():
+    fast = il2_system()
+    generic = il2_system(structured=False)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = jnp.asarray([DEFAULTS[k] * np.exp(0.3 * rng.standard_normal())
+                         for k in fast.param_names])
+        y = jnp.asarray(np.abs(rng.standard_normal(11)) * [1e5, 3e3, 1e3, 1, 1, 1, 40, 1, 1, 1,
+                                                          200])
+        for yy in (y, y.at[1].set(0.0)):
+            np.testing.assert_allclose(fast.rhs(yy, p), generic.rhs(yy, p), rtol=1e-12,
+                                       atol=1e-12)
+            np.testing.assert_allclose(fast.outputs(yy, p), generic.outputs(yy, p), rtol=1e-13)

@@ -1,14 +1,34 @@
 """Fast batched stiff solvers for virtual populations of ODE models (IL-2 in particular).
 
+Strategy (measured in ``benchmarks/bench_il2_solver.py``):
+
+- Rodas4 (order 4(3), L-stable, stiffly accurate Rosenbrock; Hairer & Wanner) with its
+  order-3 continuous extension: outputs come from the interpolant, so output times do not
+  cut steps (at most ``outputs_per_step`` of them fall in one step);
+- each patient has its own adaptive step size inside one ``lax.while_loop``, vmapped over a
+  chunk of patients; the step size is carried across output times and doses; the loop stops
+  exactly at each (lagged) dose time and infusion start/stop, which are known in advance, and
+  applies the dose there (``F<n>``, ``TLAG<n>`` per patient);
+- states are tuples of scalars, so under vmap every operation is an element-wise loop over the
+  chunk; ``optimization_barrier`` between stages stops XLA from re-computing earlier stages
+  inside later fusions (3x faster solves, and it makes forward-mode derivatives affordable);
+- linear algebra: the generic path (any user ODE model, :class:`DenseLU`) builds the Jacobian
+  with ``jax.jacfwd`` and factorises ``1/(h*gamma) - J`` by dense LU once per step; the IL-2
+  fast path (:func:`il2pkpd.solve.il2.il2_system`) solves the same systems exactly by
+  eliminating the model's block structure (about 40 flops instead of an 11x11 LU).
+
+Only autonomous right-hand sides are supported (the user ``rhs`` is called with ``t = 0``);
+doses are events, infusions piecewise-constant inputs. Derivatives: forward mode
+(``jax.jvp``/``jax.jacfwd``) through :func:`make_population_fn`; the adaptive loop is a
+``while_loop``, which JAX cannot reverse-differentiate.
+
 Public API
 ----------
-- :func:`solve_population` (Rodas4, per-patient adaptive steps in a vmapped while loop, exact
-  stops at dose times, dense output at the output times) with :class:`Doses` and
-  :class:`PopulationSolution`;
-- :class:`OdeSystem`, :func:`from_model_file`, :func:`from_functions`: user ODE models on flat
-  arrays; the generic path uses a ``jax.jacfwd`` Jacobian and dense LU (:class:`DenseLU`);
-- :func:`il2pkpd.solve.il2.il2_system`: the canonical IL-2 model with a structured linear solve
-  (the fast path).
+- :func:`solve_population` with :class:`Doses` -> :class:`PopulationSolution`
+  (``outputs`` (n, n_outputs, n_times), ``status``, ``n_steps``, ``n_rejected``);
+- :func:`make_population_fn`: the same as a pure JAX function of a parameter matrix;
+- :class:`OdeSystem`, :func:`from_model_file`, :func:`from_functions`, :class:`DenseLU`,
+  :func:`param_matrix`, ``STATUS``.
 """
 
 from il2pkpd.solve.population import (

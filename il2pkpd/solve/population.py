@@ -213,7 +213,7 @@ def _solve_chunk(system, params, time, amount, state, duration, t_out, *, atol, 
 
 
 def make_population_fn(system: OdeSystem, doses: Doses, t_out, *, rtol=1e-6, atol=None,
-                       h0=1e-2, max_steps=20000, outputs_per_step=2):
+                       h0=1e-2, max_steps=20000, outputs_per_step=3):
     """A pure JAX function ``f(pm) -> PopulationSolution`` for jit, vmap and forward-mode AD.
 
     Parameters
@@ -320,7 +320,7 @@ def param_matrix(system: OdeSystem, params, n=None):
 
 
 def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-6, atol=None,
-                     h0=1e-2, max_steps=20000, outputs_per_step=2, chunk_size=4096):
+                     h0=1e-2, max_steps=20000, outputs_per_step=3, chunk_size=512):
     """Solve a virtual population of an autonomous ODE model with dose events (Rodas4).
 
     Parameters

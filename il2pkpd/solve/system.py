@@ -72,6 +72,9 @@ class OdeSystem:
         Default absolute tolerance per state (state units); ``None`` uses 1e-10 everywhere.
     defaults : dict[str, float]
         Default parameter values.
+    derive : callable, optional
+        ``derive(p) -> dict``: parameter-only quantities added to the parameter dict once per
+        patient, before the time loop (a fast path's ``f_rhs`` and linear solver may use them).
     """
 
     name: str
@@ -85,6 +88,7 @@ class OdeSystem:
     linear_solver: object = field(default_factory=DenseLU)
     atol: tuple[float, ...] | None = None
     defaults: dict[str, float] = field(default_factory=dict)
+    derive: Callable | None = None
 
     @property
     def n_states(self) -> int:
@@ -98,8 +102,9 @@ class OdeSystem:
             return None
 
     def param_dict(self, p) -> dict:
-        """Flat parameter vector (n_params,) -> dict name -> scalar."""
-        return {k: p[i] for i, k in enumerate(self.param_names)}
+        """Flat parameter vector (n_params,) -> dict name -> scalar (plus ``derive``'s)."""
+        d = {k: p[i] for i, k in enumerate(self.param_names)}
+        return self.derive(d) if self.derive is not None else d
 
     def rhs_t(self, y: tuple, p: dict) -> tuple:
         """Right-hand side on a tuple of state scalars."""
