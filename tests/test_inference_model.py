@@ -274,3 +274,27 @@ def test_two_outputs_with_different_error_models_match_scipy():
                 sd = np.sqrt(1.5**2 + (0.1 * f) ** 2)
                 expected.append(stats.norm.logpdf(dv[i, j], f, sd))
     np.testing.assert_allclose(ll, expected, rtol=1e-10)
+
+
+def test_centred_parametrization_density_and_individual_values():
+    """phi_i ~ MVN(log TV + covariate terms, Omega) and P_i = exp(phi_i): compare the subject
+    plate's log density with scipy's multivariate normal."""
+    from scipy import stats
+
+    pm, *_ = prepare("one_cmt_iv", make_df(n=6), population={"covariance": "block",
+                                                              "parametrization": "centred"},
+                     covariates={"cl_wt": COVARIATES["cl_wt"]})
+    L = np.array([[1.0, 0.0], [0.6, 0.8]])
+    phi = np.log([[3.0, 50.0]]) + 0.1 * np.arange(12).reshape(6, 2) - 0.3
+    vals = {"CL": 3.5, "V": 55.0, "omega_CL": 0.3, "omega_V": 0.2, "L_omega_1": L,
+            "beta_CL_WT": 0.75, "sigma_CP": 0.1, "phi": phi}
+    tr = handlers.trace(handlers.substitute(handlers.seed(pm, 0), vals)).get_trace(
+        obs=pm.observed)
+    np.testing.assert_allclose(tr["ind_CL"]["value"], np.exp(phi[:, 0]), rtol=1e-12)
+    np.testing.assert_allclose(tr["ind_V"]["value"], np.exp(phi[:, 1]), rtol=1e-12)
+    wt = pm.covariates["WT"]
+    cov = np.diag([0.3, 0.2]) @ L @ L.T @ np.diag([0.3, 0.2])
+    expected = sum(stats.multivariate_normal.logpdf(
+        phi[i], [np.log(3.5) + 0.75 * np.log(wt[i] / 70.0), np.log(55.0)], cov)
+        for i in range(6))
+    np.testing.assert_allclose(np.sum(tr["phi"]["fn"].log_prob(phi)), expected, rtol=1e-10)

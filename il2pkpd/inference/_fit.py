@@ -149,7 +149,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
     else:
         ll = np.asarray(log_likelihood(pm, flat, obs=obs, batch_ndims=1)["DV"]).reshape(
             n_chain, n_draw, -1)
-        dims = {"DV": ["obs"], "z": ["subject", "iiv"]}
+        dims = {"DV": ["obs"], "z": ["subject", "iiv"], "phi": ["subject", "iiv"]}
         for k in samples:
             if k.startswith("ind_"):
                 dims[k] = ["subject"]
@@ -175,7 +175,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
             ds = ds.assign_coords(subject=ids)
             changed = True
         for d in list(ds.dims):
-            if d.startswith("z_dim") or d == "iiv":
+            if d.startswith(("z_dim", "phi_dim")) or d == "iiv":
                 if ds.sizes[d] == len(pm.spec.iiv):
                     ds = ds.rename({d: "iiv"}).assign_coords(iiv=list(pm.spec.iiv))
                     changed = True

@@ -7,7 +7,9 @@ entry per used observation record, flattened over subjects).
 
 Sample sites: typical values by parameter name; ``omega_<P>``; ``L_omega_<k>`` (Cholesky factor
 of block k's correlation matrix, LKJ prior) with deterministic ``corr_<A>_<B>``;
-``beta_<P>_<COV>``; ``sigma_<output>``; ``z`` (standard normal, subject x IIV, non-centred);
+``beta_<P>_<COV>``; ``sigma_<output>``; ``z`` (standard normal, subject x IIV, non-centred;
+with ``parametrization = "centred"`` instead ``phi``, the individual parameters on the log
+(logit, identity) scale, ``phi_i ~ MVN(log TV + covariate terms, Omega)``);
 deterministic ``ind_<P>`` (individual parameters, subject) for parameters that vary between
 subjects; the observed site ``DV`` (obs).
 """
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.linalg import block_diag
 
 from il2pkpd.errors import DatasetError
 from il2pkpd.inference.likelihood import ResidualError, RowGroups
@@ -108,8 +111,26 @@ class PopulationModel:
                 tv[p.name] = numpyro.sample(p.name, prior.to_numpyro(p.domain))
         return tv
 
-    def random_effects(self) -> jax.Array | None:
-        """Sample IIV SDs, correlations and the subject random effects eta (n_subjects, n_iiv)."""
+    def _location(self, name: str, tv: dict, terms: dict):
+        """Per-subject mean of parameter *name* on its IIV scale (log, logit or identity)."""
+        t = tv[name]
+        c = terms.get(name, 0.0)
+        domain = self.spec.domain(name)
+        if domain in ("positive", "nonnegative"):
+            loc = jnp.log(t) + c
+        elif domain == "unit_interval":
+            tt = jnp.clip(t, 1e-12, 1 - 1e-12)
+            loc = jnp.log(tt) - jnp.log1p(-tt) + c
+        else:
+            loc = t + c
+        return jnp.broadcast_to(loc, (self.n_subjects,))
+
+    def random_effects(self, tv: dict | None = None, terms: dict | None = None
+                       ) -> jax.Array | None:
+        """Sample IIV SDs, correlations and the subject random effects eta (n_subjects, n_iiv).
+
+        *tv* and *terms* (typical values, covariate terms) are needed by the centred form.
+        """
         spec = self.spec
         if not spec.iiv:
             return None
@@ -129,17 +150,26 @@ class PopulationModel:
                     numpyro.deterministic(f"corr_{block[i]}_{block[j]}", corr[i, j])
             scale_tril.append(om[:, None] * L)
         n_iiv = len(spec.iiv)
-        with numpyro.plate("subject", self.n_subjects):
-            z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_iiv]).to_event(1))
-        etas = []
-        start = 0
-        for st in scale_tril:
-            m = st.shape[0]
-            etas.append(z[:, start:start + m] @ st.T)
-            start += m
-        eta_blocks = jnp.concatenate(etas, axis=1)
-        # reorder from block order to iiv order
         block_order = [p for b in spec.blocks for p in b]
+        if spec.centred:
+            # phi_i = transformed individual parameter ~ MVN(location_i, Omega): the typical
+            # value is then nearly independent of the individual values a posteriori
+            loc = jnp.stack([self._location(p, tv, terms) for p in block_order], axis=1)
+            tril = block_diag(*scale_tril)
+            with numpyro.plate("subject", self.n_subjects):
+                phi = numpyro.sample("phi", dist.MultivariateNormal(loc, scale_tril=tril))
+            eta_blocks = phi - loc
+        else:
+            with numpyro.plate("subject", self.n_subjects):
+                z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_iiv]).to_event(1))
+            etas = []
+            start = 0
+            for st in scale_tril:
+                m = st.shape[0]
+                etas.append(z[:, start:start + m] @ st.T)
+                start += m
+            eta_blocks = jnp.concatenate(etas, axis=1)
+        # reorder from block order to iiv order
         perm = np.array([block_order.index(p) for p in spec.iiv])
         return eta_blocks[:, perm]
 
@@ -243,7 +273,7 @@ class PopulationModel:
         """The NumPyro model. ``obs``: observed values (fit) or None (simulate)."""
         tv = self.typical_values()
         terms = self.covariate_terms()
-        eta = self.random_effects()
+        eta = self.random_effects(tv, terms)
         params = self.individual_parameters(tv, eta, terms)
         if self.varying:
             with numpyro.plate("subject", self.n_subjects):

@@ -26,8 +26,9 @@ __all__ = ["MapResult", "run_map", "run_laplace", "run_svi", "run_nuts",
            "choose_chain_method", "DENSE_OPTIONS"]
 
 DENSE_OPTIONS = ("auto", "full", "population", "diagonal")
-#: Largest number of latent dimensions for which "auto" uses a full dense mass matrix.
-DENSE_FULL_MAX_DIM = 1500
+#: Largest number of latent dimensions for which "auto" uses a full dense mass matrix (a dense
+#: metric estimated from a few hundred warm-up draws is poor beyond a couple of hundred).
+DENSE_FULL_MAX_DIM = 200
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
     def centred_correction(x):
         # log |d eta / d z| over subjects: turns the non-centred joint density into the centred
         # one, whose mode is the usual joint MAP (the non-centred mode inflates the IIV SDs)
-        if not centred or not spec.iiv:
+        if not centred or not spec.iiv or spec.centred:
             return 0.0
         c = info.postprocess_fn(unravel(x))
         total = sum(jnp.log(c[f"omega_{p}"]) for p in spec.iiv)
@@ -305,7 +306,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         a typical value and the mean of its non-centred random effects that slows sampling
         when subjects are informative, about 6x the ESS/s of ``population`` on a 24-subject
         test), dense over population parameters and diagonal over the random effects
-        (``population``), or diagonal. ``auto``: full up to 1,500 latent dimensions, else
+        (``population``), or diagonal. ``auto``: full up to 200 latent dimensions, else
         population.
     init : {"median", "map"}
         Start from prior medians (``init_to_median``) or from the MAP estimate, jittered per chain.

@@ -17,6 +17,9 @@ Schema (every key optional)::
     omega_prior = { dist = "halfnormal", scale = 0.5 }   # default prior of every IIV SD
     omega_priors = { CL = { dist = "halfnormal", scale = 0.3 } }   # per parameter
     lkj_concentration = 2.0         # LKJ prior on each block's correlation matrix
+    parametrization = "noncentred"  # or "centred": sample the individual log parameters
+                                    # phi_i ~ MVN(log TV + covariate terms, Omega) (better when
+                                    # every subject is rich in data; MAP then degenerates)
     fix = { KA = 0.3 }              # hold parameters at values (same as a "fixed" prior)
     estimate = ["CL", "V1"]         # optional: estimate only these (others fixed at default)
 
@@ -185,6 +188,7 @@ class PopulationSpec:
     lkj_concentration: float
     covariates: tuple[CovariateEffect, ...]
     residuals: tuple[ResidualSpec, ...]
+    centred: bool = False
     extra_priors: dict[str, Prior] = field(default_factory=dict)
 
     @property
@@ -350,7 +354,7 @@ def build_spec(
                              "[population], [residual], [covariates].")
     pop = _merge(dict(fit_spec.get("population") or {}), population)
     allowed_pop = {"iiv", "covariance", "blocks", "omega_prior", "omega_priors",
-                   "lkj_concentration", "fix", "estimate"}
+                   "lkj_concentration", "fix", "estimate", "parametrization"}
     bad = sorted(set(pop) - allowed_pop)
     if bad:
         raise ModelFileError(f"model {mname} [population]: unknown key(s) {bad}; allowed: "
@@ -454,6 +458,12 @@ def build_spec(
     if isinstance(lkj, bool) or not isinstance(lkj, int | float) or not lkj > 0:
         raise ModelFileError(f"{where} lkj_concentration: expected a number > 0, got {lkj!r}.")
 
+    param = str(pop.get("parametrization", "noncentred")).lower().replace("-", "")
+    param = param.replace("centered", "centred")
+    if param not in ("centred", "noncentred"):
+        raise ModelFileError(f"{where} parametrization: '{pop['parametrization']}' is not "
+                             "allowed; use 'noncentred' (default) or 'centred'.")
+
     # --- covariates -------------------------------------------------------------------------
     raw_cov = covariates if covariates is not None else fit_spec.get("covariates") or {}
     cov_items = (list(raw_cov.items()) if isinstance(raw_cov, Mapping)
@@ -484,7 +494,7 @@ def build_spec(
     spec = PopulationSpec(
         parameters=tuple(params), priors=pr, iiv=iiv, blocks=tuple(blocks),
         omega_priors=omega_priors, lkj_concentration=float(lkj), covariates=tuple(effects),
-        residuals=tuple(residuals),
+        residuals=tuple(residuals), centred=param == "centred",
     )
     return apply_prior_overrides(spec, priors or {}, cli=cli)
 
