@@ -82,6 +82,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     (["--residual", "CP=poisson"], "poisson"),
     (["--iiv", "CL,XX"], "XX"),
     (["--covariance", "banded"], "--covariance"),
+    (["--parametrization", "funnel"], "--parametrization"),
     (["--chains", "two"], ""),
 ])
 def test_bad_options_exit_2(csv_path, tmp_path, capsys, args, needle):

@@ -44,6 +44,9 @@ def fit_command(
                                             "(additive|proportional|combined|lognormal)."),
     iiv: str = typer.Option(None, help="Parameters with IIV, comma-separated (CL,V1)."),
     covariance: str = typer.Option(None, help="IIV covariance: diagonal | block."),
+    parametrization: str = typer.Option(
+        None, help="IIV parametrization: noncentred (default; sparse data) | centred (rich "
+                   "data: many samples per subject)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
     """Fit a population model (NUTS by default) and write posterior.nc and summary.csv."""
@@ -77,6 +80,11 @@ def fit_command(
         population["iiv"] = [p.strip() for p in iiv.split(",") if p.strip()]
     if covariance is not None:
         population["covariance"] = covariance
+    if parametrization is not None:
+        if parametrization not in ("noncentred", "centred"):
+            raise OptionError(f"--parametrization {parametrization!r} is not allowed; use "
+                              "noncentred or centred.")
+        population["parametrization"] = parametrization
 
     # Parallel chains: one XLA CPU device per chain, set before JAX starts its backend.
     if method == "nuts" and chains > 1:
