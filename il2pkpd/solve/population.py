@@ -109,96 +109,174 @@ def _events(system: OdeSystem, p, time, amount, state, duration, has_infusion):
     return pad(ev_t, jnp.inf), pad(ev_s, 0), pad(ev_a, 0.0), pad(ev_r, 0.0)
 
 
+def _setup(system, p, time, amount, state, duration, t_out, *, has_infusion, dosed):
+    """Per-patient constants, initial loop state and the first output row."""
+    dtype = p.dtype
+    pd_ = system.param_dict(p)
+    ev = _events(system, p, time, amount, state, duration, has_infusion)
+    y0 = system.initial_t(pd_)
+    t0 = jnp.minimum(t_out[0], ev[0][0])
+    first = t_out[0] <= t0
+    out0 = jnp.where(first, jnp.stack(system.outputs_t(y0, pd_)), 0.0)
+    rate0 = tuple(jnp.zeros((), dtype) for _ in dosed)
+    return (pd_, ev), (t0, y0, rate0, first.astype(jnp.int32)), out0
+
+
+def _step(system, consts, s, t_out, *, rtol, atol, max_steps, outputs_per_step, has_infusion,
+          dosed, safety, h_event):
+    """One loop iteration for one patient: a pending dose event or one Rodas4 step.
+
+    Returns the next loop state and the output indices (``n_t`` when nothing is written) and
+    values of the output times that fall inside the accepted step.
+    """
+    pd_, (ev_t, ev_s, ev_a, ev_r) = consts
+    t, y, r, h, iev, iout, nst, nrej, status = s
+    n_t = t_out.shape[0]
+    n_s = system.n_states
+    t_end = t_out[-1]
+    lin = system.linear_solver
+    step_factor_max, step_factor_min = 6.0, 0.2
+    t_ev = ev_t[iev]
+    pending = t_ev <= t
+    # one pending event: state jump and infusion-rate change on the dosed states
+    hit = tuple(pending & (ev_s[iev] == k) for k in dosed)
+    y_ev = list(y)
+    for k, hk in zip(dosed, hit, strict=True):
+        y_ev[k] = y[k] + jnp.where(hk, ev_a[iev], 0.0)
+    r_ev = tuple(rk + jnp.where(hk, ev_r[iev], 0.0) for rk, hk in zip(r, hit, strict=True))
+    # one Rodas4 step (wasted when an event was pending)
+    j_cap = jnp.minimum(iout + outputs_per_step - 1, n_t - 1)
+    t_target = jnp.minimum(jnp.minimum(t + h, t_ev), jnp.minimum(t_end, t_out[j_cap]))
+    hs = t_target - t
+    hs = jnp.where(pending | (hs <= 0), jnp.maximum(h, 1e-12), hs)
+
+    def rhs(yy):
+        f = list(system.rhs_t(yy, pd_))
+        if has_infusion:
+            for k, rk in zip(dosed, r, strict=True):
+                f[k] = f[k] + rk
+        return tuple(f)
+
+    factor = lin.prepare(system, y, pd_, 1.0 / (hs * GAMMA))
+    y1, e, k2, k3 = rodas4_step(rhs, lin.solve, factor, y, rhs(y), hs)
+    sq = sum(((ei / (ai + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)))) ** 2)
+             for ei, ai, a, b in zip(e, atol, y, y1, strict=True))
+    err = jax.lax.stop_gradient(jnp.sqrt(sq / n_s))
+    finite = jnp.isfinite(err)
+    accept = (err <= 1.0) & finite & ~pending
+    # outputs inside (t, t_target] from the continuous extension
+    idx, vals = [], []
+    n_written = jnp.zeros((), jnp.int32)
+    for k in range(outputs_per_step):
+        j = iout + k
+        jc = jnp.minimum(j, n_t - 1)
+        inside = accept & (j < n_t) & (t_out[jc] <= t_target)
+        yk = dense(y, y1, k2, k3, (t_out[jc] - t) / hs)
+        vals.append(jnp.stack(system.outputs_t(yk, pd_)))
+        idx.append(jnp.where(inside, jc, n_t))
+        n_written = n_written + inside.astype(jnp.int32)
+    # next step size (the controller's factor is not differentiated)
+    fac = jnp.where(finite, safety * jnp.maximum(err, 1e-10) ** (-1.0 / ORDER), 0.2)
+    fac = jnp.clip(fac, step_factor_min, step_factor_max)
+    fac = jnp.where(accept, fac, jnp.minimum(fac, 1.0))
+    h_new = hs * jax.lax.stop_gradient(fac)
+    h_new = jnp.where(accept & (hs < h), jnp.maximum(h_new, h), h_new)
+    h_new = jnp.where(pending, jnp.minimum(h, h_event), h_new)
+    t_next = jnp.where(accept, t_target, t)
+    y_next = tuple(jnp.where(pending, a, jnp.where(accept, b, c))
+                   for a, b, c in zip(y_ev, y1, y, strict=True))
+    status = jnp.where((status == 0) & ~pending
+                       & (h_new < 1e-12 * jnp.maximum(1.0, jnp.abs(t))), 2, status)
+    status = jnp.where((status == 0) & ~pending & ~finite & (h_new < 1e-10), 3, status)
+    s_next = (t_next, y_next, r_ev, h_new, iev + pending.astype(jnp.int32),
+              iout + n_written, nst + (accept | pending).astype(jnp.int32),
+              nrej + (~accept & ~pending).astype(jnp.int32), status)
+    return s_next, jnp.stack(idx), jnp.stack(vals)
+
+
+def _solve_batch(system, args, batched, size, *, rtol, atol, h0, max_steps, outputs_per_step,
+                 has_infusion, dosed, safety, h_event):
+    """Solve ``size`` patients in one batch-level ``while_loop``.
+
+    ``args`` = (p, time, amount, state, duration, t_out), each with a leading patient axis
+    where ``batched`` says so. The loop state of every patient is small (time, state, step
+    size, counters); the output buffer (size, n_t, n_outputs) is only written by a scatter at
+    the indices of the outputs inside each accepted step, so the cost of an iteration does
+    not depend on the number of output times (a vmapped ``while_loop`` would select the whole
+    buffer of every patient at every iteration).
+    """
+    p, time, amount, state, duration, t_out = args
+    axes = tuple(0 if b else None for b in batched)
+    dtype = p.dtype
+    n_t = t_out.shape[-1]
+    n_out = len(system.output_names)
+    consts, (t0, y0, rate0, iout0), out0 = jax.vmap(
+        partial(_setup, system, has_infusion=has_infusion, dosed=dosed), in_axes=axes,
+        axis_size=size)(p, time, amount, state, duration, t_out)
+    t_end = t_out[..., -1]
+    step = jax.vmap(partial(_step, system, rtol=rtol, atol=atol, max_steps=max_steps,
+                            outputs_per_step=outputs_per_step, has_infusion=has_infusion,
+                            dosed=dosed, safety=safety, h_event=h_event),
+                    in_axes=(0, 0, axes[5]))
+    zero_i = jnp.zeros((size,), jnp.int32)
+    s0 = (t0, y0, rate0, jnp.full((size,), h0, dtype), zero_i, iout0, zero_i, zero_i, zero_i)
+    buf = jnp.zeros((size, n_t, n_out), dtype).at[:, 0].set(out0)
+    rows = jnp.arange(size)[:, None]
+
+    def active(s):
+        t, _, _, _, _, _, nst, nrej, status = s
+        return (t < t_end) & (nst + nrej < max_steps) & (status == 0)
+
+    def body(c):
+        s, buf = c
+        act = active(s)
+        s_new, idx, vals = step(consts, s, t_out)
+        s = jax.tree.map(lambda a, b: jnp.where(act, a, b), s_new, s)
+        idx = jnp.where(act[:, None], idx, n_t)
+        buf = buf.at[rows, idx].set(vals, mode="drop", unique_indices=True)
+        return s, buf
+
+    s, buf = jax.lax.while_loop(lambda c: jnp.any(active(c[0])), body, (s0, buf))
+    t, _, _, _, _, _, nst, nrej, status = s
+    status = jnp.where((status == 0) & (t < t_end), 1, status)
+    return jnp.swapaxes(buf, 1, 2), status, nst, nrej
+
+
 def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *, rtol, atol,
                   h0, max_steps, outputs_per_step, has_infusion, dosed, safety=0.9,
                   h_event=None):
-    """Solve one patient (vmap this). See :func:`solve_population` for the arguments.
+    """Solve one patient; vmap this. See :func:`solve_population` for the arguments.
 
-    ``dosed`` is the static tuple of state indices that receive doses.
+    ``dosed`` is the static tuple of state indices that receive doses. Under ``jax.vmap``
+    (a ``custom_vmap`` rule) the whole batch runs in one batch-level loop whose cost per
+    iteration does not grow with the number of output times; called directly it is a batch
+    of one. Forward-mode derivatives (``jax.jvp``) pass through both.
+
+    Returns
+    -------
+    outputs : Array (n_outputs, n_times)
+    status, n_steps, n_rejected : Array () int
     """
-    dtype = p.dtype
-    n_t = t_out.shape[0]
-    n_s = system.n_states
-    pd_ = system.param_dict(p)
-    ev_t, ev_s, ev_a, ev_r = _events(system, p, time, amount, state, duration, has_infusion)
-    y0 = system.initial_t(pd_)
-    t0 = jnp.minimum(t_out[0], ev_t[0])
-    t_end = t_out[-1]
-    first = t_out[0] <= t0
-    buf = jnp.zeros((n_t, len(system.output_names)), dtype)
-    buf = buf.at[0].set(jnp.where(first, jnp.stack(system.outputs_t(y0, pd_)), 0.0))
-    iout0 = first.astype(jnp.int32)
-    rate0 = tuple(jnp.zeros((), dtype) for _ in dosed)
-    lin = system.linear_solver
-    step_factor_max, step_factor_min = 6.0, 0.2
-    h_event = h0 if h_event is None else h_event   # first trial step after a dose event
+    kw = dict(rtol=rtol, atol=tuple(float(a) for a in np.broadcast_to(
+        np.asarray(atol, dtype=float), (system.n_states,))), h0=float(h0),
+        max_steps=int(max_steps), outputs_per_step=int(outputs_per_step),
+        has_infusion=bool(has_infusion), dosed=tuple(int(k) for k in dosed),
+        safety=float(safety), h_event=float(h0 if h_event is None else h_event))
 
-    def body(s):
-        t, y, r, h, iev, iout, buf, nst, nrej, status = s
-        t_ev = ev_t[iev]
-        pending = t_ev <= t
-        # one pending event: state jump and infusion-rate change on the dosed states
-        hit = tuple(pending & (ev_s[iev] == k) for k in dosed)
-        y_ev = list(y)
-        for k, hk in zip(dosed, hit, strict=True):
-            y_ev[k] = y[k] + jnp.where(hk, ev_a[iev], 0.0)
-        r_ev = tuple(rk + jnp.where(hk, ev_r[iev], 0.0) for rk, hk in zip(r, hit, strict=True))
-        # one Rodas4 step (wasted when an event was pending)
-        j_cap = jnp.minimum(iout + outputs_per_step - 1, n_t - 1)
-        t_target = jnp.minimum(jnp.minimum(t + h, t_ev), jnp.minimum(t_end, t_out[j_cap]))
-        hs = t_target - t
-        hs = jnp.where(pending | (hs <= 0), jnp.maximum(h, 1e-12), hs)
+    @jax.custom_batching.custom_vmap
+    def one(p, time, amount, state, duration, t_out):
+        out = _solve_batch(system, (p, time, amount, state, duration, t_out), (False,) * 6, 1,
+                           **kw)
+        return tuple(x[0] for x in out)
 
-        def rhs(yy):
-            f = list(system.rhs_t(yy, pd_))
-            if has_infusion:
-                for k, rk in zip(dosed, r, strict=True):
-                    f[k] = f[k] + rk
-            return tuple(f)
+    @one.def_vmap
+    def _rule(axis_size, in_batched, p, time, amount, state, duration, t_out):
+        out = _solve_batch(system, (p, time, amount, state, duration, t_out),
+                           tuple(in_batched), axis_size, **kw)
+        return out, (True, True, True, True)
 
-        factor = lin.prepare(system, y, pd_, 1.0 / (hs * GAMMA))
-        y1, e, k2, k3 = rodas4_step(rhs, lin.solve, factor, y, rhs(y), hs)
-        sq = sum(((ei / (ai + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b)))) ** 2)
-                 for ei, ai, a, b in zip(e, atol, y, y1, strict=True))
-        err = jax.lax.stop_gradient(jnp.sqrt(sq / n_s))
-        finite = jnp.isfinite(err)
-        accept = (err <= 1.0) & finite & ~pending
-        # outputs inside (t, t_target] from the continuous extension
-        n_written = jnp.zeros((), jnp.int32)
-        for k in range(outputs_per_step):
-            j = iout + k
-            jc = jnp.minimum(j, n_t - 1)
-            inside = accept & (j < n_t) & (t_out[jc] <= t_target)
-            yk = dense(y, y1, k2, k3, (t_out[jc] - t) / hs)
-            val = jnp.stack(system.outputs_t(yk, pd_))
-            buf = buf.at[jnp.where(inside, jc, n_t)].set(val, mode="drop")
-            n_written = n_written + inside.astype(jnp.int32)
-        # next step size (the controller's factor is not differentiated)
-        fac = jnp.where(finite, safety * jnp.maximum(err, 1e-10) ** (-1.0 / ORDER), 0.2)
-        fac = jnp.clip(fac, step_factor_min, step_factor_max)
-        fac = jnp.where(accept, fac, jnp.minimum(fac, 1.0))
-        h_new = hs * jax.lax.stop_gradient(fac)
-        h_new = jnp.where(accept & (hs < h), jnp.maximum(h_new, h), h_new)
-        h_new = jnp.where(pending, jnp.minimum(h, h_event), h_new)
-        t_next = jnp.where(accept, t_target, t)
-        y_next = tuple(jnp.where(pending, a, jnp.where(accept, b, c))
-                       for a, b, c in zip(y_ev, y1, y, strict=True))
-        status = jnp.where((status == 0) & ~pending
-                           & (h_new < 1e-12 * jnp.maximum(1.0, jnp.abs(t))), 2, status)
-        status = jnp.where((status == 0) & ~pending & ~finite & (h_new < 1e-10), 3, status)
-        return (t_next, y_next, r_ev, h_new, iev + pending.astype(jnp.int32),
-                iout + n_written, buf, nst + (accept | pending).astype(jnp.int32),
-                nrej + (~accept & ~pending).astype(jnp.int32), status)
-
-    def cond(s):
-        t, _, _, _, _, _, _, nst, nrej, status = s
-        return (t < t_end) & (nst + nrej < max_steps) & (status == 0)
-
-    zero_i = jnp.zeros((), jnp.int32)
-    init = (t0, y0, rate0, jnp.asarray(h0, dtype), zero_i, iout0, buf, zero_i, zero_i, zero_i)
-    t, _, _, _, _, _, buf, nst, nrej, status = jax.lax.while_loop(cond, body, init)
-    status = jnp.where((status == 0) & (t < t_end), 1, status)
-    return buf.T, status, nst, nrej
+    return one(jnp.asarray(p), jnp.asarray(time), jnp.asarray(amount),
+               jnp.asarray(state, jnp.int32), jnp.asarray(duration), jnp.asarray(t_out))
 
 
 @partial(jax.jit, static_argnames=("system", "rtol", "atol", "h0", "max_steps",
