@@ -159,13 +159,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16384, help="virtual patients (il2pkpd.solve)")
     ap.add_argument("--n-baseline", type=int, default=128, help="patients for diffrax")
     ap.add_argument("--n-ref", type=int, default=12, help="patients with a scipy reference")
-    ap.add_argument("--chunk", type=int, default=512)
+    ap.add_argument("--chunk", type=int, default=4096, help="patients per compiled call")
+    ap.add_argument("--lanes", type=int, default=1024, help="patients advanced together")
     ap.add_argument("--rtol", type=float, nargs="+", default=[1e-5, 3e-5])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.n_baseline, args.n_ref, args.chunk, args.repeats = 512, 16, 3, 512, 1
+        args.lanes = 256
 
     system = il2_system()
     pars = population(system, args.n)
@@ -190,14 +192,15 @@ def main() -> None:
     for rtol in args.rtol:
         def run(rtol=rtol):
             return solve_population(system, pars, doses, T_OUT, rtol=rtol,
-                                    chunk_size=args.chunk).outputs
+                                    chunk_size=args.chunk, lanes=args.lanes).outputs
         t0 = time.perf_counter()
-        sol = solve_population(system, pars, doses, T_OUT, rtol=rtol, chunk_size=args.chunk)
+        sol = solve_population(system, pars, doses, T_OUT, rtol=rtol, chunk_size=args.chunk,
+                               lanes=args.lanes)
         jax.block_until_ready(sol.outputs)
         first = time.perf_counter() - t0
         times = timed(run, args.repeats)
         err = rel_errors(np.asarray(sol.outputs[: args.n_ref]), refs)
-        row = {"rtol": rtol, "n": args.n, "chunk": args.chunk,
+        row = {"rtol": rtol, "n": args.n, "chunk": args.chunk, "lanes": args.lanes,
                "seconds": times, "first_call_seconds_incl_compile": first,
                "patients_per_s_best": args.n / min(times),
                "patients_per_s_median": args.n / float(np.median(times)),

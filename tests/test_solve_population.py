@@ -123,3 +123,31 @@ def test_bad_input_and_status():
         solve_population(system, {"CL": np.ones(2), "V": np.ones(3)}, doses, [0.0, 1.0])
     sol = solve_population(system, {}, doses, np.linspace(0, 48, 5), max_steps=5)
     assert int(sol.status[0]) == 1
+
+
+def test_lane_refill_gives_the_same_results_as_one_lane_per_patient():
+    """Lanes that take the next patient (refill) change only the speed, not the results (up to
+    rounding: the vector width can change the last bits)."""
+    system = one_cmt_system()
+    rng = np.random.default_rng(11)
+    n = 23
+    params = {"CL": 2.0 * np.exp(0.5 * rng.standard_normal(n)),
+              "KA": 1.3 * np.exp(0.5 * rng.standard_normal(n))}
+    times = np.sort(rng.uniform(0.0, 30.0, (n, 3)), axis=1)
+    times[3, 1:] = np.inf   # one patient with a single dose
+    doses = Doses(times, np.full((n, 3), 100.0), np.ones((n, 3), int))
+    t = np.linspace(0.0, 48.0, 25)
+    ref = solve_population(system, params, doses, t, rtol=1e-6, chunk_size=n, lanes=None)
+    ref_outputs = np.asarray(ref.outputs)
+    for lanes in (1, 4, 7):
+        sol = solve_population(system, params, doses, t, rtol=1e-6, chunk_size=n, lanes=lanes)
+        np.testing.assert_allclose(np.asarray(sol.outputs), ref_outputs, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(np.asarray(sol.n_steps), np.asarray(ref.n_steps))
+        np.testing.assert_array_equal(np.asarray(sol.status), np.asarray(ref.status))
+    for i in (0, 3, n - 1):   # and the reference itself is right (closed form)
+        p = {**system.defaults, "CL": params["CL"][i], "KA": params["KA"][i]}
+        sc = [(tt, 100.0) for tt in times[i] if np.isfinite(tt)]
+        np.testing.assert_allclose(ref_outputs[i, 0], one_cmt_closed_form(p, t, sc, []),
+                                   rtol=1e-5, atol=1e-9)
+    capped = solve_population(system, params, doses, t, max_steps=30, chunk_size=n, lanes=4)
+    assert np.all(np.asarray(capped.status) == 1)
