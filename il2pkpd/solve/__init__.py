@@ -5,8 +5,12 @@ Strategy (measured in ``benchmarks/bench_il2_solver.py``):
 - Rodas4 (order 4(3), L-stable, stiffly accurate Rosenbrock; Hairer & Wanner) with its
   order-3 continuous extension: outputs come from the interpolant, so output times do not
   cut steps (at most ``outputs_per_step`` of them fall in one step);
-- each patient has its own adaptive step size inside one ``lax.while_loop``, vmapped over a
-  chunk of patients; the step size is carried across output times and doses; the loop stops
+- each patient has its own adaptive step size; one batch-level ``lax.while_loop`` advances
+  ``lanes`` patients together (``solve_patient`` is a ``custom_vmap``: under ``jax.vmap`` it
+  runs this loop, so an iteration's cost does not grow with the number of output times,
+  which are written by a scatter at their indices); a lane whose patient has finished takes
+  the next waiting one (refilled when 1/8 of the lanes are idle), so a chunk does not wait
+  for its slowest patient; the step size is carried across output times and doses; the loop stops
   exactly at each (lagged) dose time and infusion start/stop, which are known in advance, and
   applies the dose there (``F<n>``, ``TLAG<n>`` per patient);
 - states are tuples of scalars, so under vmap every operation is an element-wise loop over the
