@@ -108,9 +108,12 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
     model : Model
     events : EventArrays
         From :func:`build_events` (numpy arrays: the dose and observation structure is static).
-    method : {"auto", "closed_form", "ode"}
+    method : {"auto", "closed_form", "ode", "rodas"}
         ``auto`` uses the closed form for built-in linear structures and the ODE otherwise;
-        ``ode`` integrates a built-in structure as an ODE too (for checks and benchmarks).
+        ``ode`` integrates a built-in structure as an ODE too (for checks and benchmarks);
+        ``rodas`` solves a user ODE model with the batched Rodas4 solver of
+        :mod:`il2pkpd.solve` (stiff, fast, for fitting the IL-2 model; bolus and RATE > 0
+        infusions only, see :mod:`il2pkpd.engine._rodas`).
     solver : str
         diffrax solver for the ODE path: ``tsit5``, ``dopri5``, ``dopri8``, ``kvaerno3``,
         ``kvaerno5``, ``kencarp4`` (stiff: the Kvaerno/KenCarp ones).
@@ -129,8 +132,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         ``pred`` is 0 on padding; ``ok`` is false where an ODE solve failed. Pure JAX: jit,
         grad and vmap apply.
     """
-    if method not in ("auto", "closed_form", "ode"):
-        raise OptionError(f"method={method!r}; use 'auto', 'closed_form' or 'ode'")
+    if method not in ("auto", "closed_form", "ode", "rodas"):
+        raise OptionError(f"method={method!r}; use 'auto', 'closed_form', 'ode' or 'rodas'")
     if method == "closed_form" and not model.is_closed_form:
         raise OptionError(f"model {model.name} is an ODE model: it has no closed form; use "
                           "method='auto' or 'ode'")
@@ -149,6 +152,21 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
             ok = jnp.all(jnp.isfinite(pred), axis=1)
             return pred, ok
         return f
+
+    if method == "rodas":
+        from il2pkpd.engine._rodas import make_rodas_predict
+
+        rodas_solve = make_rodas_predict(model, events, rtol=rtol,
+                                         atol=None if atol == 1e-9 else atol,
+                                         max_steps=max(max_steps, 20000))
+
+        def f_rodas(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            p = _complete(model, needed, params, n_subj)
+            pred, ok = rodas_solve(p)
+            ok = ok & jnp.all(jnp.isfinite(pred), axis=1)
+            pred = jnp.where(ev.obs_mask & jnp.isfinite(pred), pred, 0.0)
+            return pred, ok
+        return f_rodas
 
     from il2pkpd.engine._ode import make_ode_predict
 

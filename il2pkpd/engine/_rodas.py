@@ -1,0 +1,163 @@
+"""Engine path through the batched Rodas4 solver of :mod:`il2pkpd.solve` (``method="rodas"``).
+
+The diffrax path restarts the integrator at every event and observation; for stiff,
+two-time-scale models such as the canonical IL-2 model (DOMAIN.md section 5) that makes a fit
+impractically slow. This path hands the whole schedule to :func:`il2pkpd.solve.make_population_fn`
+(Rodas4, step size carried across events, dense output at observation times; the IL-2 model
+uses its structured linear solve) and gathers each subject's observations from a time grid
+shared by all subjects.
+
+Gradients: the solver's adaptive loop is forward-differentiable only, so the solve is wrapped
+in a :func:`jax.custom_vjp` whose forward pass also computes each subject's Jacobian of the
+outputs with respect to that subject's parameters (forward mode, one pass per parameter); the
+backward pass is a contraction with that Jacobian. Reverse-mode users (NumPyro's NUTS, MAP by
+L-BFGS) get exact gradients at the cost of about one forward-mode Jacobian per gradient.
+
+Supported events: bolus doses and infusions given by RATE > 0 into any compartment, with
+``TLAG<n>`` and ``F<n>``; observations at any time. Not supported (use ``method="ode"``):
+steady-state doses (SS), resets (EVID 3/4), RATE -1/-2. For an infusion the solver keeps the
+duration AMT/RATE and scales the rate by F (NONMEM scales the duration); the two agree when F
+is 1, as for IV doses into the central compartment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from il2pkpd.engine._events import DoseKind, EventArrays
+from il2pkpd.errors import OptionError
+from il2pkpd.models import Model
+
+
+def _system(model: Model):
+    from il2pkpd.solve import from_model_file
+    from il2pkpd.solve.il2 import STATES, il2_system
+
+    if model.structure != "ode" or model.path is None:
+        raise OptionError(f"method='rodas' needs a user ODE model file; {model.name} is a "
+                          f"built-in {model.structure} model: use method='auto'")
+    if tuple(model.states) == STATES and model.name == "il2_pkpd":
+        return il2_system(model.path)          # structured fast path
+    return from_model_file(model.path)
+
+
+def _check_events(model: Model, ev: EventArrays) -> None:
+    mask = np.asarray(ev.dose_mask)
+    kinds = np.asarray(ev.dose_kind)[mask]
+    ss = np.asarray(ev.dose_ss)[mask]
+    problems = []
+    if np.any(ss != 0):
+        problems.append("steady-state doses (SS 1/2)")
+    if np.any((kinds != DoseKind.BOLUS) & (kinds != DoseKind.INFUSION)):
+        problems.append("RATE -1/-2 or constant infusions")
+    if np.asarray(ev.reset_mask).any():
+        problems.append("resets (EVID 3/4)")
+    if problems:
+        raise OptionError(f"method='rodas' does not handle {', '.join(problems)} in this "
+                          f"dataset (model {model.name}); use method='ode'.")
+
+
+def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
+                       atol=None, max_steps: int = 20000):
+    """Build ``solve(p) -> (pred (S, O), ok (S,))`` on the Rodas4 population solver.
+
+    Parameters
+    ----------
+    model : Model
+        A user ODE model (``structure = "ode:..."``).
+    events : EventArrays
+        Bolus and RATE > 0 infusion doses only (see the module docstring).
+    rtol : float
+        Relative tolerance of the local error control.
+    atol : float or sequence, optional
+        Absolute tolerance per state (state units); default: the system's own.
+    max_steps : int
+        Cap on solver iterations per subject (``ok`` false when reached).
+
+    Returns
+    -------
+    callable
+        ``solve(p: dict[str, Array (S,)]) -> (pred, ok)``; reverse-differentiable.
+    """
+    from il2pkpd.solve import Doses, make_population_fn
+
+    _check_events(model, events)
+    system = _system(model)
+    mask = np.asarray(events.dose_mask)
+    amt = np.asarray(events.dose_amt, dtype=float)
+    rate = np.asarray(events.dose_rate, dtype=float)
+    kind = np.asarray(events.dose_kind)
+    duration = np.where(kind == DoseKind.INFUSION, amt / np.where(rate > 0, rate, 1.0), 0.0)
+    time = np.where(mask, np.asarray(events.dose_time, dtype=float), np.inf)
+    cmt = np.where(mask, np.asarray(events.dose_cmt), model.dosing_cmts[0])
+    if not mask.any():                                  # no dose at all: one dummy, amount 0
+        time, amt, cmt = np.zeros((mask.shape[0], 1)), np.zeros((mask.shape[0], 1)), \
+            np.full((mask.shape[0], 1), model.dosing_cmts[0])
+        duration = np.zeros_like(time)
+    else:
+        amt = np.where(mask, amt, 0.0)
+        duration = np.where(mask, duration, 0.0)
+
+    obs_mask = np.asarray(events.obs_mask)
+    obs_time = np.asarray(events.obs_time, dtype=float)
+    grid = np.unique(obs_time[obs_mask]) if obs_mask.any() else np.array([0.0])
+    grid = grid[grid >= 0.0] if np.any(grid >= 0.0) else np.array([0.0])
+    t_idx = np.clip(np.searchsorted(grid, np.where(obs_mask, obs_time, grid[0])), 0,
+                    grid.size - 1)
+    out_names = [o.name for o in model.outputs]
+    out_idx = np.array([system.output_names.index(n) for n in out_names])
+    o_idx = out_idx[np.asarray(events.obs_output)]
+
+    f_pop = make_population_fn(system, Doses(time, amt, cmt, duration), grid, rtol=rtol,
+                               atol=atol, max_steps=max_steps)
+
+    def primal(pm):
+        sol = f_pop(pm)
+        return sol.outputs, (sol.status == 0).astype(pm.dtype)
+
+    @jax.custom_vjp
+    def solve_pm(pm):
+        return primal(pm)
+
+    def fwd(pm):
+        # Subject i's outputs depend on row i of pm only, so one forward-mode pass per
+        # parameter column (tangent: that column set to 1 for every subject) gives every
+        # subject's Jacobian at once: (P, S, n_outputs, n_grid).
+        n_par = pm.shape[1]
+        tangents = jnp.broadcast_to(jnp.eye(n_par, dtype=pm.dtype)[:, None, :],
+                                    (n_par, *pm.shape))
+        (out, ok), (jac, _) = jax.vmap(lambda t: jax.jvp(primal, (pm,), (t,)),
+                                       out_axes=(None, 0))(tangents)
+        return (out, ok), jac
+
+    def bwd(jac, cts):
+        ct_out, _ = cts
+        return (jnp.einsum("sot,psot->sp", ct_out, jac),)
+
+    solve_pm.defvjp(fwd, bwd)
+    t_idx_j = jnp.asarray(t_idx)
+    o_idx_j = jnp.asarray(o_idx)
+    names = system.param_names
+
+    def solve(p: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        n = events.n_subjects
+        cols = []
+        for name in names:
+            if name in p:
+                v = p[name]
+            elif name in system.defaults:
+                v = system.defaults[name]
+            else:                                   # F<n> / TLAG<n> not declared
+                v = 1.0 if name.startswith("F") else 0.0
+            cols.append(jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)))
+        pm = jnp.stack(cols, axis=1)
+        out, ok = solve_pm(pm)
+        flat = out.reshape(n, -1)                     # (S, n_outputs * n_grid)
+        pred = jnp.take_along_axis(flat, o_idx_j * grid.size + t_idx_j, axis=1)
+        return pred, ok > 0.5
+
+    return solve
