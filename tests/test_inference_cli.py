@@ -39,8 +39,10 @@ def test_cli_map_fit_writes_the_files(csv_path, tmp_path, capsys):
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--method",
                "map", "--residual", "CP=lognormal", "--prior", "CL=lognormal(1.4,0.5)"])
     assert rc == 0, capsys.readouterr().err
-    for f in ("posterior.nc", "summary.csv", "individual.csv", "fit.json", "_COMPLETE"):
+    for f in ("posterior.nc", "summary.csv", "individual.csv", "fit.json", "_COMPLETE",
+              "report.html"):
         assert (out / f).is_file(), f
+    assert "Convergence" in (out / "report.html").read_text()
     s = pd.read_csv(out / "summary.csv")
     assert list(s.columns) == SUMMARY_COLUMNS
     assert list(s["parameter"]) == ["CL", "V", "omega_CL", "omega_V", "sigma_CP"]
@@ -60,7 +62,8 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
          "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
-         "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL", "--no-progress"],
+         "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL", "--no-progress",
+         "--no-report"],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 chains (parallel)" in proc.stdout

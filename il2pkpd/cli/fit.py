@@ -48,6 +48,8 @@ def fit_command(
         None, help="IIV parametrization: noncentred (default; sparse data) | centred (rich "
                    "data: many samples per subject)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    report: bool = typer.Option(True, "--report/--no-report",
+                                help="Write OUT/report.html (diagnostics) after the fit."),
 ) -> None:
     """Fit a population model (NUTS by default) and write posterior.nc and summary.csv."""
     from il2pkpd.inference._fit import METHODS
@@ -110,10 +112,10 @@ def fit_command(
                "summary.csv, individual.csv")
     for msg in result.warnings:
         _warn(msg)
-    # ---- REPORT HOOK (issue 6) ------------------------------------------------------------
-    # The report helper wires `il2pkpd.report.build_report(out_dir)` in here, after the fit
-    # folder is complete, so that `il2pkpd fit` also writes OUT/report.html.
-    # -----------------------------------------------------------------------------------------
+    if report:
+        from il2pkpd.report import build_report
+
+        typer.echo(f"wrote {build_report(out_dir)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -256,7 +256,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
     pm, model_obj, dataset, _ = prepare(model, data, priors=priors, fix=fix, population=population,
                                         residual=residual, covariates=covariates,
                                         solver_options=solver_options, shard=shard, cli=cli)
-    return fit_population_model(
+    result = fit_population_model(
         pm, method, model_name=getattr(model_obj, "name", "?"),
         data_label=str(getattr(dataset, "source", "")),
         is_ode=not getattr(model_obj, "is_closed_form", True), chains=chains, warmup=warmup,
@@ -264,6 +264,9 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         dense_mass=dense_mass, init=init, chain_method=chain_method, draws=draws,
         svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0)
+    if getattr(model_obj, "path", None) is not None:
+        result.info["model_path"] = str(model_obj.path)    # lets the report find units
+    return result
 
 
 def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_name: str = "?",

@@ -353,7 +353,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         init_params = (jax.tree.map(lambda *xs: jnp.stack(xs), *starts) if chains > 1
                        else starts[0])
     t0 = time.perf_counter()
-    mcmc.run(key, obs=obs, init_params=init_params, extra_fields=("diverging",))
+    mcmc.run(key, obs=obs, init_params=init_params,
+             extra_fields=("diverging", "energy", "num_steps"))
     jax.block_until_ready(mcmc.get_samples())
     return mcmc, {"chain_method": method, "seconds": time.perf_counter() - t0,
                   "map_seconds": map_seconds}
