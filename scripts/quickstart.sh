@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
-exec .venv/bin/il2pkpd --version
+exec .venv/bin/il2pkpd quickstart "$@"
