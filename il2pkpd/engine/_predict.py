@@ -99,7 +99,7 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
 
 
 def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
-                    solver: str = "tsit5", rtol: float = 1e-6, atol: float = 1e-9,
+                    solver: str = "tsit5", rtol: float = 1e-6, atol: float | None = None,
                     max_steps: int = 4096, ss_newton_iter: int = 8) -> PredictFn:
     """Build ``f(params) -> (pred, ok)`` for *model* on *events*.
 
@@ -118,7 +118,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         diffrax solver for the ODE path: ``tsit5``, ``dopri5``, ``dopri8``, ``kvaerno3``,
         ``kvaerno5``, ``kencarp4`` (stiff: the Kvaerno/KenCarp ones).
     rtol, atol : float
-        Step-size controller tolerances (atol in amount units).
+        Step-size controller tolerances (atol in amount units; default 1e-9 on the diffrax
+        path, the model's own per-state tolerances on the ``rodas`` path).
     max_steps : int
         Most steps per interval between events.
     ss_newton_iter : int
@@ -157,7 +158,7 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         from il2pkpd.engine._rodas import make_rodas_predict
 
         rodas_solve = make_rodas_predict(model, events, rtol=rtol,
-                                         atol=None if atol == 1e-9 else atol,
+                                         atol=atol,
                                          max_steps=max(max_steps, 20000))
 
         def f_rodas(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -170,7 +171,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
 
     from il2pkpd.engine._ode import make_ode_predict
 
-    solve = make_ode_predict(model, events, solver=solver, rtol=rtol, atol=atol,
+    solve = make_ode_predict(model, events, solver=solver, rtol=rtol,
+                             atol=1e-9 if atol is None else atol,
                              max_steps=max_steps, ss_newton_iter=ss_newton_iter)
 
     def f_ode(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
