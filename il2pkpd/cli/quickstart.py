@@ -17,6 +17,7 @@ import typer
 
 from il2pkpd._paths import DATASETS_DIR
 
+MODEL = "il2_pkpd"
 DEFAULT_REGIMENS = ("1 MIU SC daily x5", "1 MIU SC qod x3")
 
 
@@ -28,15 +29,13 @@ def quickstart_command(
 ) -> None:
     """Validate the bundled IL-2 trial and compare two low-dose regimens by simulation."""
     from il2pkpd.cli import app
-    from il2pkpd.models import load_model
 
-    model = load_model("il2_pkpd")
     data = DATASETS_DIR / "il2_lowdose_sc.csv"
-    typer.echo(f"== 1. il2pkpd validate {data.name} (a SIMULATED trial) --model {model.name}")
-    app(args=["validate", str(data), "--model", model.name], standalone_mode=False)
+    typer.echo(f"== 1. il2pkpd validate {data.name} (a SIMULATED trial) --model {MODEL}")
+    app(args=["validate", str(data), "--model", MODEL], standalone_mode=False)
 
-    typer.echo(f"\n== 2. il2pkpd simulate: {n} virtual patients of {model.name} per regimen")
-    args = ["simulate", "--model", model.name, "--n", str(n), "--days", "28", "--seed",
+    typer.echo(f"\n== 2. il2pkpd simulate: {n} virtual patients of {MODEL} per regimen")
+    args = ["simulate", "--model", MODEL, "--n", str(n), "--days", "28", "--seed",
             str(seed), "--target", "treg_fold>=1.5 and nk_fold<=1.5", "--out", str(out)]
     for regimen in DEFAULT_REGIMENS:
         args += ["--regimen", regimen]

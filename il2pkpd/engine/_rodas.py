@@ -94,13 +94,12 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
     duration = np.where(kind == DoseKind.INFUSION, amt / np.where(rate > 0, rate, 1.0), 0.0)
     time = np.where(mask, np.asarray(events.dose_time, dtype=float), np.inf)
     cmt = np.where(mask, np.asarray(events.dose_cmt), model.dosing_cmts[0])
-    if not mask.any():                                  # no dose at all: one dummy, amount 0
-        time, amt, cmt = np.zeros((mask.shape[0], 1)), np.zeros((mask.shape[0], 1)), \
-            np.full((mask.shape[0], 1), model.dosing_cmts[0])
-        duration = np.zeros_like(time)
-    else:
-        amt = np.where(mask, amt, 0.0)
-        duration = np.where(mask, duration, 0.0)
+    amt = np.where(mask, amt, 0.0)
+    duration = np.where(mask, duration, 0.0)
+    if not mask.any():                  # no dose at all: one dummy dose of amount 0 at t = 0
+        time = np.zeros((mask.shape[0], 1))
+        amt, duration = np.zeros_like(time), np.zeros_like(time)
+        cmt = np.full(time.shape, model.dosing_cmts[0])
 
     obs_mask = np.asarray(events.obs_mask)
     obs_time = np.asarray(events.obs_time, dtype=float)
