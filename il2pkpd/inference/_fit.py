@@ -112,8 +112,15 @@ def _constant_data(pm: PopulationModel) -> xr.Dataset:
 
 
 def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
-                posterior_predictive: bool = True, attrs: dict | None = None) -> xr.DataTree:
+                posterior_predictive: bool = True, attrs: dict | None = None,
+                pred_max_draws: int | None = 200, n_prior: int = 300) -> xr.DataTree:
     """Assemble the ArviZ DataTree.
+
+    Besides the sampled sites, the posterior gets ``eta_<P>`` (subject) and the per-observation
+    ``pred`` and ``ipred`` (obs), and the tree gets ``prior`` and ``prior_predictive`` groups,
+    all computed after sampling (:mod:`il2pkpd.inference._posthoc`). When ``pred``/``ipred``
+    are computed on fewer draws than the posterior holds, they go to a ``predictions`` group
+    (their ``draw`` coordinate names the draws kept).
 
     Parameters
     ----------
@@ -128,9 +135,15 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
         Simulate ``DV`` for every draw.
     attrs : dict, optional
         Added to the root's attributes.
+    pred_max_draws : int or None
+        Most draws ``pred``/``ipred`` are computed on (None: all).
+    n_prior : int
+        Prior draws (0: no prior groups).
     """
     import arviz as az
     from numpyro.infer import Predictive, log_likelihood
+
+    from il2pkpd.inference._posthoc import posthoc_datasets
 
     obs = pm.observed
     samples = {k: v for k, v in samples.items() if keep_site(k)}
@@ -184,6 +197,15 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
             changed = True
         if changed:
             dt[group] = xr.DataTree(ds)
+    extra = posthoc_datasets(pm, samples, seed=seed, pred_max_draws=pred_max_draws,
+                             n_prior=n_prior)
+    if not extra["predictions"].attrs.pop("thinned"):  # every draw: pred/ipred in posterior
+        extra["eta"] = xr.merge([extra.pop("predictions"), extra.get("eta", xr.Dataset())])
+    if "eta" in extra:
+        dt["posterior"] = xr.DataTree(xr.merge([dt["posterior"].to_dataset(), extra.pop("eta")],
+                                               combine_attrs="override"))
+    for name, ds in extra.items():  # predictions (thinned), prior, prior_predictive
+        dt[name] = xr.DataTree(ds)
     dt["constant_data"] = xr.DataTree(_constant_data(pm))
     dt.attrs.update({k: (v if isinstance(v, str | int | float) else str(v))
                      for k, v in (attrs or {}).items()})

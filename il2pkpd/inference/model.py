@@ -238,6 +238,27 @@ class PopulationModel:
             out[name] = val
         return out
 
+    def population_parameters(self, tv: dict, terms: dict) -> dict:
+        """Parameters of a typical subject with each subject's covariates (all etas zero).
+
+        The basis of the population prediction PRED: ``TV * g(covariates)`` for positive
+        parameters, ``TV + h(covariates)`` for real ones, ``TV`` for unit-interval ones.
+
+        Parameters
+        ----------
+        tv : dict
+            Typical values, name -> scalar (parameter units).
+        terms : dict
+            Covariate terms from :meth:`covariate_terms`, parameter -> (n_subjects,).
+
+        Returns
+        -------
+        dict
+            Name -> (n_subjects,) array, parameter units.
+        """
+        eta = jnp.zeros((self.n_subjects, len(self.spec.iiv))) if self.spec.iiv else None
+        return self.individual_parameters(tv, eta, terms)
+
     def residual_arrays(self):
         """Sample residual SDs; returns per-observation (sa, sp, is_log) arrays."""
         n_out = max([r.output.index for r in self.spec.residuals], default=-1) + 1
