@@ -59,3 +59,22 @@ def test_rodas_rejects_steady_state_doses():
     ev = build_events(read_dataset(df, model=model), model)
     with pytest.raises(OptionError, match="steady-state"):
         make_predict_fn(model, ev, method="rodas")
+
+
+def test_rodas_diff_params_restricts_the_jacobian_to_listed_columns(setup):
+    model, ev = setup
+    mask = jnp.asarray(ev.obs_mask)
+    f_all = make_predict_fn(model, ev, method="rodas", rtol=1e-8)
+    f_sub = make_predict_fn(model, ev, method="rodas", rtol=1e-8, diff_params=("CL", "KA"))
+
+    def loss(f, x):
+        pred, _ = f({"CL": x[0], "KA": x[1], "V1": x[2]})
+        return jnp.sum(jnp.where(mask, jnp.log1p(pred), 0.0))
+
+    x = jnp.array([[7.2, 6.5], [0.25, 0.3], [3.0, 3.3]])
+    g_all = np.asarray(jax.grad(lambda x: loss(f_all, x))(x))
+    g_sub = np.asarray(jax.grad(lambda x: loss(f_sub, x))(x))
+    np.testing.assert_allclose(g_sub[:2], g_all[:2], rtol=1e-10)
+    assert np.all(g_sub[2] == 0.0) and np.all(g_all[2] != 0.0)
+    with pytest.raises(OptionError, match="NOPE"):
+        make_predict_fn(model, ev, method="rodas", diff_params=("CL", "NOPE"))

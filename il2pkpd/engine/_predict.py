@@ -100,7 +100,8 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
 
 def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
                     solver: str = "tsit5", rtol: float = 1e-6, atol: float | None = None,
-                    max_steps: int = 4096, ss_newton_iter: int = 8) -> PredictFn:
+                    max_steps: int = 4096, ss_newton_iter: int = 8,
+                    diff_params=None) -> PredictFn:
     """Build ``f(params) -> (pred, ok)`` for *model* on *events*.
 
     Parameters
@@ -122,6 +123,9 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         path, the model's own per-state tolerances on the ``rodas`` path).
     max_steps : int
         Most steps per interval between events.
+    diff_params : sequence of str, optional
+        ``rodas`` only: the parameters gradients are needed for (default all); the others get a
+        zero gradient and cost nothing (see :func:`il2pkpd.engine._rodas.make_rodas_predict`).
     ss_newton_iter : int
         Newton iterations for steady-state (SS=1/2) doses on the ODE path.
 
@@ -159,7 +163,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
 
         rodas_solve = make_rodas_predict(model, events, rtol=rtol,
                                          atol=atol,
-                                         max_steps=max(max_steps, 20000))
+                                         max_steps=max(max_steps, 20000),
+                                         diff_params=diff_params)
 
         def f_rodas(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
             p = _complete(model, needed, params, n_subj)

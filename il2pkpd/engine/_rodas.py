@@ -62,7 +62,7 @@ def _check_events(model: Model, ev: EventArrays) -> None:
 
 
 def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
-                       atol=None, max_steps: int = 20000):
+                       atol=None, max_steps: int = 20000, diff_params=None):
     """Build ``solve(p) -> (pred (S, O), ok (S,))`` on the Rodas4 population solver.
 
     Parameters
@@ -77,6 +77,11 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
         Absolute tolerance per state (state units); default: the system's own.
     max_steps : int
         Cap on solver iterations per subject (``ok`` false when reached).
+    diff_params : sequence of str, optional
+        Parameters the gradient is needed for (default: all). The custom VJP computes one
+        forward-mode Jacobian column per listed parameter, so listing only the estimated ones
+        (as the inference does) makes a gradient proportionally cheaper; the gradient with
+        respect to any parameter not listed is returned as zero.
 
     Returns
     -------
@@ -114,6 +119,16 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
     f_pop = make_population_fn(system, Doses(time, amt, cmt, duration), grid, rtol=rtol,
                                atol=atol, max_steps=max_steps)
 
+    names = system.param_names
+    if diff_params is None:
+        diff_cols = np.arange(len(names))
+    else:
+        unknown = sorted(set(diff_params) - set(names))
+        if unknown:
+            raise OptionError(f"diff_params {unknown} are not parameters of {model.name}; "
+                              f"parameters: {', '.join(names)}")
+        diff_cols = np.array(sorted(names.index(n) for n in set(diff_params)), dtype=int)
+
     def primal(pm):
         sol = f_pop(pm)
         return sol.outputs, (sol.status == 0).astype(pm.dtype)
@@ -126,21 +141,26 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
         # Subject i's outputs depend on row i of pm only, so one forward-mode pass per
         # parameter column (tangent: that column set to 1 for every subject) gives every
         # subject's Jacobian at once: (P, S, n_outputs, n_grid).
+        # Only the columns in diff_cols get a tangent (the others are constants of the fit).
         n_par = pm.shape[1]
-        tangents = jnp.broadcast_to(jnp.eye(n_par, dtype=pm.dtype)[:, None, :],
-                                    (n_par, *pm.shape))
+        if diff_cols.size == 0:
+            out, ok = primal(pm)
+            return (out, ok), jnp.zeros((0, *out.shape), dtype=out.dtype)
+        basis = jnp.eye(n_par, dtype=pm.dtype)[jnp.asarray(diff_cols)]
+        tangents = jnp.broadcast_to(basis[:, None, :], (diff_cols.size, *pm.shape))
         (out, ok), (jac, _) = jax.vmap(lambda t: jax.jvp(primal, (pm,), (t,)),
                                        out_axes=(None, 0))(tangents)
         return (out, ok), jac
 
     def bwd(jac, cts):
         ct_out, _ = cts
-        return (jnp.einsum("sot,psot->sp", ct_out, jac),)
+        g = jnp.einsum("sot,psot->sp", ct_out, jac)
+        full = jnp.zeros((ct_out.shape[0], len(names)), dtype=g.dtype)
+        return (full.at[:, jnp.asarray(diff_cols)].set(g),)
 
     solve_pm.defvjp(fwd, bwd)
     t_idx_j = jnp.asarray(t_idx)
     o_idx_j = jnp.asarray(o_idx)
-    names = system.param_names
 
     def solve(p: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         n = events.n_subjects

@@ -90,7 +90,11 @@ def prepare(model, data, *, priors: Mapping[str, Any] | None = None,
     events = build_events(data, model)
     if shard and jax.device_count() > 1:
         events = shard_events(events)
-    predict_fn = make_predict_fn(model, events, **dict(solver_options or {}))
+    options = dict(solver_options or {})
+    if options.get("method") == "rodas" and "diff_params" not in options:
+        # gradients only for what the fit estimates (fixed parameters are constants)
+        options["diff_params"] = spec.differentiated
+    predict_fn = make_predict_fn(model, events, **options)
     lines = data.df["LINE"].to_numpy() if "LINE" in data.df else None
     pm = build_population_model(spec, events, predict_fn,
                                 line_of=(lambda r: lines[int(r)]) if lines is not None else None)

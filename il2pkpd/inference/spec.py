@@ -197,6 +197,14 @@ class PopulationSpec:
         return tuple(p.name for p in self.parameters if not self.priors[p.name].is_fixed)
 
     @property
+    def differentiated(self) -> tuple[str, ...]:
+        """Parameters the log density depends on through the model: estimated typical values,
+        and parameters with IIV or covariate effects (even when the typical value is fixed)."""
+        varying = set(self.iiv) | {c.parameter for c in self.covariates}
+        return tuple(p.name for p in self.parameters
+                     if not self.priors[p.name].is_fixed or p.name in varying)
+
+    @property
     def fixed(self) -> dict[str, float]:
         """Parameters held at a value."""
         return {n: pr.args[0] for n, pr in self.priors.items() if pr.is_fixed}
