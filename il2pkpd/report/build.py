@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -119,9 +120,10 @@ def build_report(fit_dir: str | Path, *, n_bins: int = 8, subjects_per_page: int
 def _medians(fit: FitData) -> pd.DataFrame:
     """Per-observation table with posterior medians of PRED, IPRED and NPDE."""
     tab = fit.obs.copy()
-    tab["PRED"] = np.median(fit.pred, axis=0) if fit.pred is not None else np.nan
-    tab["IPRED"] = np.median(fit.ipred, axis=0) if fit.ipred is not None else np.nan
-    tab["EPRED"] = np.median(fit.ppc, axis=0) if fit.ppc is not None else np.nan
+    with warnings.catch_warnings():  # a failed solve gives NaN in every draw: NaN median
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for col, arr in (("PRED", fit.pred), ("IPRED", fit.ipred), ("EPRED", fit.ppc)):
+            tab[col] = np.nanmedian(arr, axis=0) if arr is not None else np.nan
     tab["NPDE"] = np.nan
     tab["DECORRELATED"] = False
     if fit.ppc is not None:
@@ -233,6 +235,16 @@ def _gof_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame) ->
         s.missing("Neither predictions (pred/ipred) nor a posterior predictive DV are in the "
                   "fit: no goodness-of-fit plots.")
         return
+    if fit.pred is None:
+        s.missing("No population prediction (pred) in the fit: the observed-against-PRED panel "
+                  "shows EPRED, the posterior predictive median, instead.")
+    if fit.ipred is None:
+        s.missing("No individual prediction (ipred) in the fit: no observed-against-IPRED "
+                  "panel and no IPRED line in the individual fits.")
+    if fit.pred is not None or fit.ipred is not None:
+        s.text("PRED: typical values with each subject's covariates, random effects zero; "
+               "IPRED: individual parameters; both posterior medians per observation"
+               + (f" over {fit.pred_draws} draws." if fit.pred_draws else "."))
     if fit.ppc is None:
         s.missing("No posterior predictive DV: NPDE cannot be computed.")
     else:
@@ -244,9 +256,9 @@ def _gof_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame) ->
     for k, (output, tab) in enumerate(med.groupby("OUTPUT", sort=False)):
         figs.add(s, f"gof_{k + 1}_{output}",
                  plots.gof_figure(output, fit.output_unit(output), fit.time_unit, tab),
-                 f"{output}: observed against PRED and IPRED (posterior medians; line of "
-                 "identity; EPRED, the posterior predictive median, where PRED is not in the "
-                 "fit), NPDE against time and prediction")
+                 f"{output}: observed against {'PRED' if fit.pred is not None else 'EPRED'} "
+                 "and IPRED (posterior medians; line of identity), NPDE against time and "
+                 "prediction")
 
 
 def _individual_section(s: Section, fit: FitData, figs: _Figures, med: pd.DataFrame,

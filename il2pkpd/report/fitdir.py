@@ -12,7 +12,9 @@ section of docs/ARCHITECTURE.md):
       ``eta_<P>`` with a ``subject`` dimension; per-observation deterministics ``pred`` (population
       prediction, all random effects at zero) and ``ipred`` (individual prediction), with an
       ``obs`` dimension (upper-case ``PRED``/``IPRED`` are accepted too; they may also sit in
-      ``posterior_predictive`` or ``predictions``). Random effects for shrinkage: ``eta_<P>``
+      ``posterior_predictive`` or ``predictions``: :func:`il2pkpd.inference.fit` puts them in
+      ``predictions`` when it computed them on a thinned subset of the draws, whose positions
+      the ``draw`` coordinate gives). Random effects for shrinkage: ``eta_<P>``
       over ``subject``, or ``eta`` over ``(subject, iiv)`` with parameter names as ``iiv``
       coordinates, or (without correlations) ``z`` over ``(subject, iiv)`` times ``omega_<P>``.
     - ``sample_stats``: ``diverging``; optional ``energy`` (for E-BFMI), ``tree_depth`` or
@@ -90,6 +92,8 @@ class FitData:
         The dataset CSV when the fit directory names one.
     meta : dict
         The content of ``fit.json`` (empty when absent).
+    pred_draws : int or None
+        Number of draws behind ``pred`` (None without it).
     notes : list of str
         What was missing or could not be read (shown in the report).
     """
@@ -106,6 +110,7 @@ class FitData:
     dataset: pd.DataFrame | None
     meta: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    pred_draws: int | None = None
 
     def has_group(self, name: str) -> bool:
         """Whether the DataTree has the group *name* with at least one variable."""
@@ -301,7 +306,7 @@ def load_fit_dir(fit_dir: str | Path) -> FitData:
     return FitData(
         fit_dir=fit_dir, datatree=dt, obs=obs.reset_index(drop=True), pred=pred, ipred=ipred,
         ppc=ppc, summary=summary, model=model, model_path=model_path, dataset=dataset,
-        meta=meta, notes=notes,
+        meta=meta, notes=notes, pred_draws=None if pred is None else int(pred.shape[0]),
     )
 
 
