@@ -495,7 +495,9 @@ def test_report_of_an_il2pkpd_inference_fit(tmp_path):
     assert "could not be built" not in text
     for sid in SECTION_IDS:
         assert f'<section id="{sid}">' in text
-    assert "eta_CL" in text and "eta_V" in text  # shrinkage from z and omega
+    assert "eta_CL" in text and "eta_V" in text  # shrinkage from the fit's eta_<P>
+    assert "not prediction corrected" not in text and "No population prediction" not in text
+    assert "The DataTree has no prior group" not in text
     assert "L/h" in text and "Dose records by route" in text
     for blob in IMG_RE.findall(text):
         _decode_png(base64.b64decode(blob))

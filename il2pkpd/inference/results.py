@@ -114,7 +114,13 @@ class FitResult:
     ----------
     datatree : xarray.DataTree
         ArviZ groups ``posterior, sample_stats, log_likelihood, posterior_predictive,
-        observed_data, constant_data`` (``sample_stats`` only for NUTS).
+        observed_data, constant_data, prior, prior_predictive`` (``sample_stats`` only for
+        NUTS). Besides the sampled sites, the posterior holds the random effects ``eta_<P>``
+        (subject; log scale for positive parameters, logit for unit-interval ones) and the
+        per-observation population and individual predictions ``pred`` and ``ipred`` (obs,
+        output units); when those were computed on a thinned subset of the draws (more than
+        200 draws in all, by default) they sit in a ``predictions`` group instead, whose
+        ``draw`` coordinate lists the draws used (see :mod:`il2pkpd.inference._posthoc`).
     summary : pandas.DataFrame
         Population parameters: ``parameter, mean, sd, q5, median, q95, ess_bulk, ess_tail,
         r_hat``.
