@@ -15,9 +15,9 @@ L-BFGS) get exact gradients at the cost of about one forward-mode Jacobian per g
 
 Supported events: bolus doses and infusions given by RATE > 0 into any compartment, with
 ``TLAG<n>`` and ``F<n>``; observations at any time. Not supported (use ``method="ode"``):
-steady-state doses (SS), resets (EVID 3/4), RATE -1/-2. For an infusion the solver keeps the
-duration AMT/RATE and scales the rate by F (NONMEM scales the duration); the two agree when F
-is 1, as for IV doses into the central compartment.
+steady-state doses (SS), resets (EVID 3/4), RATE -1/-2, and infusions into a compartment whose
+bioavailability ``F<n>`` the model file declares: the solver keeps the duration AMT/RATE and
+would scale the rate by F, where NONMEM scales the duration (they agree only when F is 1).
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ def _check_events(model: Model, ev: EventArrays) -> None:
         problems.append("RATE -1/-2 or constant infusions")
     if np.asarray(ev.reset_mask).any():
         problems.append("resets (EVID 3/4)")
+    # NONMEM scales an infusion's duration by F; this solver scales its rate, so refuse
+    # infusions into a compartment whose bioavailability the model file declares
+    declared_f = {p.name for p in model.parameters if p.name.startswith("F") and not p.auto}
+    inf_cmts = set(np.asarray(ev.dose_cmt)[mask][kinds == DoseKind.INFUSION].tolist())
+    f_inf = sorted(c for c in inf_cmts if f"F{c}" in declared_f)
+    if f_inf:
+        problems.append("infusions into compartments with a declared bioavailability "
+                        f"({', '.join(f'F{c}' for c in f_inf)})")
     if problems:
         raise OptionError(f"method='rodas' does not handle {', '.join(problems)} in this "
                           f"dataset (model {model.name}); use method='ode'.")
