@@ -253,3 +253,28 @@ def test_gof_and_vpc_use_the_fit_pred(fitted):
     pred = tab["PRED"].to_numpy(float)
     pc = tab["DV"].to_numpy(float) * np.median(pred[first]) / pred
     assert table["obs_p50"].iloc[0] == pytest.approx(np.median(pc[first]), rel=1e-9)
+
+
+def test_prior_posterior_panels_zoom_on_the_posterior_inside_the_support(fitted):
+    """x range: posterior 0.5-99.5 % widened by 1.5 widths each side, clipped to the draws."""
+    import doctest
+
+    import matplotlib.pyplot as plt
+
+    from il2pkpd.report import plots
+
+    assert doctest.testmod(plots, raise_on_error=False).failed == 0
+    fit = load_fit_dir(fitted.out)
+    post, prior = fit.datatree["posterior"], fit.datatree["prior"]
+    names = ["CL", "omega_CL", "corr_CL_V"]
+    fig = plots.prior_posterior_plot(fit.datatree, names)
+    lims = {ax.get_title(): ax.get_xlim() for ax in fig.axes if ax.get_title() in names}
+    plt.close(fig)
+    for name in names:
+        x = post[name].values.ravel()
+        lo, hi = np.quantile(x, [0.005, 0.995])
+        both = np.r_[x, prior[name].values.ravel()]
+        expected = (max(lo - 1.5 * (hi - lo), both.min()), min(hi + 1.5 * (hi - lo), both.max()))
+        np.testing.assert_allclose(lims[name], expected, rtol=1e-9, atol=1e-9)
+    assert -1.0 <= lims["corr_CL_V"][0] and lims["corr_CL_V"][1] <= 1.0
+    assert lims["omega_CL"][0] >= 0.0

@@ -215,7 +215,9 @@ def _prior_section(s: Section, fit: FitData, figs: _Figures) -> None:
         s.missing("The prior group holds none of the population parameters.")
         return
     figs.add(s, "prior_posterior", plots.prior_posterior_plot(fit.datatree, names),
-             "Prior (blue) and posterior (orange) marginal densities")
+             "Prior (blue) and posterior (orange) marginal densities; each x axis spans the "
+             "posterior's central 99% widened 1.5 times its width on each side (the prior "
+             "may extend further)")
 
 
 def _shrinkage_section(s: Section, fit: FitData) -> None:

@@ -62,12 +62,46 @@ def trace_plot(datatree, var_names: list[str]):
                                              backend="matplotlib"))
 
 
+def posterior_window(posterior: np.ndarray, widen: float = 1.5) -> tuple[float, float]:
+    """The x range of a prior-against-posterior panel: the posterior's central 99 % widened by
+    *widen* times its width on each side (a vague prior would otherwise squash the posterior
+    into a spike).
+
+    Examples
+    --------
+    >>> posterior_window(np.linspace(0.0, 1.0, 1001), widen=1.0)
+    (-0.985, 1.985)
+    """
+    x = np.asarray(posterior, dtype=float).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (0.0, 1.0)
+    lo, hi = np.quantile(x, [0.005, 0.995])
+    span = hi - lo if hi > lo else max(abs(lo), 1.0) * 0.1
+    return (round(float(lo - widen * span), 12), round(float(hi + widen * span), 12))
+
+
 def prior_posterior_plot(datatree, var_names: list[str]):
-    """Prior against posterior marginals, ``arviz.plot_prior_posterior``."""
+    """Prior against posterior marginals, ``arviz.plot_prior_posterior``, each panel's x axis
+    limited to :func:`posterior_window` of its posterior and to the range of the draws."""
+    n_rows = -(-len(var_names) // 4)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _figure_of(az.plot_prior_posterior(datatree, var_names=var_names,
-                                                  backend="matplotlib"))
+        fig = _figure_of(az.plot_prior_posterior(
+            datatree, var_names=var_names, backend="matplotlib",
+            figure_kwargs={"figsize": (12, 3.0 * n_rows + 0.6)}))
+    post, prior = datatree["posterior"], datatree["prior"]
+    for ax in fig.axes:
+        name = ax.get_title()
+        if name in var_names:
+            lo, hi = posterior_window(post[name].values)
+            both = np.concatenate([np.ravel(post[name].values), np.ravel(prior[name].values)])
+            both = both[np.isfinite(both)]
+            if both.size:  # stay inside the values drawn (the parameter's support)
+                lo, hi = max(lo, float(both.min())), min(hi, float(both.max()))
+            if hi > lo:
+                ax.set_xlim(lo, hi)
+    return fig
 
 
 def khat_plot(loo_result, threshold: float):
