@@ -18,7 +18,12 @@ from scipy import stats
 from test_inference_model import COVARIATES, make_df
 
 from il2pkpd.inference import prepare, to_datatree
-from il2pkpd.inference._posthoc import prediction_draws, prior_draws, select_draws
+from il2pkpd.inference._posthoc import (
+    posthoc_datasets,
+    prediction_draws,
+    prior_draws,
+    select_draws,
+)
 from il2pkpd.inference.results import keep_site
 
 DOSE = 100.0  # mg, IV bolus at time 0 into the central compartment (make_df)
@@ -260,3 +265,17 @@ def test_without_iiv_there_is_no_eta_and_pred_equals_ipred():
     np.testing.assert_allclose(post["pred"].values, post["ipred"].values, rtol=1e-14)
     ref = one_cmt(s["CL"][..., None], s["V"][..., None], pm.obs.time)
     np.testing.assert_allclose(post["ipred"].values, ref, rtol=1e-10)
+
+
+def test_a_failing_post_hoc_step_warns_and_keeps_the_draws(block_cov):
+    pm, _, _, s, _ = block_cov
+
+    def raising(params):
+        raise RuntimeError("solver exploded")
+
+    broken = dataclasses.replace(pm, predict_fn=raising)
+    with pytest.warns(RuntimeWarning, match="pred/ipred could not be computed"):
+        extra = posthoc_datasets(broken, s, n_prior=0)
+    assert "predictions" not in extra
+    np.testing.assert_allclose(extra["eta"]["eta_V"].values,
+                               np.log(s["ind_V"]) - np.log(s["V"])[..., None], atol=1e-10)

@@ -225,7 +225,8 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
             dt[group] = xr.DataTree(ds)
     extra = posthoc_datasets(pm, samples, seed=seed, pred_max_draws=pred_max_draws,
                              n_prior=n_prior)
-    if not extra["predictions"].attrs.pop("thinned"):  # every draw: pred/ipred in posterior
+    if "predictions" in extra and not extra["predictions"].attrs.pop("thinned"):
+        # computed on every draw: pred/ipred belong in the posterior
         extra["eta"] = xr.merge([extra.pop("predictions"), extra.get("eta", xr.Dataset())])
     if "eta" in extra:
         dt["posterior"] = xr.DataTree(xr.merge([dt["posterior"].to_dataset(), extra.pop("eta")],

@@ -27,6 +27,8 @@ and covariate model exactly as the fit did.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -336,31 +338,39 @@ def posthoc_datasets(pm: PopulationModel, samples: dict, *, seed: int = 0,
         ``"eta"``: ``eta_<P>`` for the posterior group (every draw); ``"predictions"``:
         ``pred`` and ``ipred`` (its ``attrs["thinned"]`` says whether some draws were left
         out; when not, they belong in the posterior group); ``"prior"`` and
-        ``"prior_predictive"`` (``DV``) when *n_prior* > 0.
+        ``"prior_predictive"`` (``DV``) when *n_prior* > 0. A part whose computation raises
+        is left out with a ``RuntimeWarning`` (the fit's own draws must not be lost).
     """
     out: dict[str, xr.Dataset] = {}
-    eta = random_effect_draws(pm, samples, batch_size=batch_size)
-    if eta:
-        out["eta"] = _dataset(eta, pm)
-        for name in eta:
-            out["eta"][name].attrs["description"] = (
-                f"random effect of {name[4:]} on its IIV scale "
-                f"({_scale(pm.spec.domain(name[4:]))}): transform(ind_{name[4:]}) - "
-                "(transform(typical value) + covariate term)")
-    pred, ipred, draws = prediction_draws(pm, samples, max_draws=pred_max_draws,
-                                          batch_size=batch_size)
-    n_chain, n_draw = next(iter(samples.values())).shape[:2]
-    thinned = len(draws) < n_draw
-    ds = _dataset({"pred": pred, "ipred": ipred}, pm, draws)
-    note = (f"computed on {len(draws)} of {n_draw} draws per chain (evenly spaced; the draw "
-            "coordinate gives the positions)" if thinned else "computed on every draw")
-    ds["pred"].attrs.update(description="population prediction: typical values with the "
-                            "covariate terms, all random effects zero; output units", draws=note)
-    ds["ipred"].attrs.update(description="individual prediction at ind_<P> (typical values "
-                             "for parameters that do not vary); output units", draws=note)
-    ds.attrs["thinned"] = int(thinned)
-    out["predictions"] = ds
-    if n_prior > 0:
+
+    def eta_part():
+        eta = random_effect_draws(pm, samples, batch_size=batch_size)
+        if eta:
+            out["eta"] = _dataset(eta, pm)
+            for name in eta:
+                out["eta"][name].attrs["description"] = (
+                    f"random effect of {name[4:]} on its IIV scale "
+                    f"({_scale(pm.spec.domain(name[4:]))}): transform(ind_{name[4:]}) - "
+                    "(transform(typical value) + covariate term)")
+
+    def prediction_part():
+        pred, ipred, draws = prediction_draws(pm, samples, max_draws=pred_max_draws,
+                                              batch_size=batch_size)
+        n_draw = next(iter(samples.values())).shape[1]
+        thinned = len(draws) < n_draw
+        ds = _dataset({"pred": pred, "ipred": ipred}, pm, draws)
+        note = (f"computed on {len(draws)} of {n_draw} draws per chain (evenly spaced; the "
+                "draw coordinate gives the positions)" if thinned else "computed on every draw")
+        ds["pred"].attrs.update(description="population prediction: typical values with the "
+                                "covariate terms, all random effects zero; output units",
+                                draws=note)
+        ds["ipred"].attrs.update(description="individual prediction at ind_<P> (typical "
+                                 "values for parameters that do not vary); output units",
+                                 draws=note)
+        ds.attrs["thinned"] = int(thinned)
+        out["predictions"] = ds
+
+    def prior_part():
         prior, dv = prior_draws(pm, n_prior, seed=seed + 54321, batch_size=batch_size)
         out["prior"] = _dataset(prior, pm)
         out["prior"].attrs["description"] = (
@@ -370,6 +380,17 @@ def posthoc_datasets(pm: PopulationModel, samples: dict, *, seed: int = 0,
         out["prior_predictive"]["DV"].attrs["description"] = (
             "observations simulated from prior draws (uncensored; NaN where the structural "
             "solve failed)")
+
+    parts = [("random effects eta_<P>", eta_part), ("pred/ipred", prediction_part)]
+    if n_prior > 0:
+        parts.append(("prior draws", prior_part))
+    for what, part in parts:
+        try:
+            part()
+        except Exception as exc:  # never lose a finished fit's draws to a post-hoc step
+            warnings.warn(f"{what} could not be computed after the fit and are left out of "
+                          f"the DataTree ({type(exc).__name__}: {exc}); the posterior draws "
+                          "are kept.", RuntimeWarning, stacklevel=2)
     return out
 
 
