@@ -8,7 +8,8 @@ Strategy (measured in ``benchmarks/bench_il2_solver.py``):
 - each patient has its own adaptive step size; one batch-level ``lax.while_loop`` advances
   ``lanes`` patients together (``solve_patient`` is a ``custom_vmap``: under ``jax.vmap`` it
   runs this loop, so an iteration's cost does not grow with the number of output times,
-  which are written by a scatter at their indices); a lane whose patient has finished takes
+  which are written by one scalar scatter per iteration into a flat buffer, so that the
+  interpolated values are computed lane-contiguous); a lane whose patient has finished takes
   the next waiting one (refilled when 1/8 of the lanes are idle), so a chunk does not wait
   for its slowest patient; the step size is carried across output times and doses; the loop stops
   exactly at each (lagged) dose time and infusion start/stop, which are known in advance, and
@@ -19,7 +20,11 @@ Strategy (measured in ``benchmarks/bench_il2_solver.py``):
 - linear algebra: the generic path (any user ODE model, :class:`DenseLU`) builds the Jacobian
   with ``jax.jacfwd`` and factorises ``1/(h*gamma) - J`` by dense LU once per step; the IL-2
   fast path (:func:`il2pkpd.solve.il2.il2_system`) solves the same systems exactly by
-  eliminating the model's block structure (about 40 flops instead of an 11x11 LU).
+  eliminating the model's block structure (about 40 flops instead of an 11x11 LU), and
+  evaluates ``C**HILL`` with a vectorisable power (:mod:`il2pkpd.solve._fastmath`: float64
+  ``exp``/``log`` are scalar library calls in XLA on CPU);
+- chunks of patients go to the local devices in turn (``solve_population(devices=)``): on
+  CPU, ``jax_num_cpu_devices`` set to the number of cores at start-up uses every core.
 
 Only autonomous right-hand sides are supported (the user ``rhs`` is called with ``t = 0``);
 doses are events, infusions piecewise-constant inputs. Derivatives: forward mode

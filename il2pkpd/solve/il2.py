@@ -22,14 +22,18 @@ import dataclasses
 import jax.numpy as jnp
 
 from il2pkpd._paths import MODELS_DIR
+from il2pkpd.solve._fastmath import pow_pos
 from il2pkpd.solve.system import OdeSystem, from_model_file
 
 __all__ = ["IL2StructuredSolver", "il2_system", "IL2_ATOL"]
 
 STATES = ("depot", "central", "peripheral", "tr1", "tr2", "tr3", "treg",
           "nk1", "nk2", "nk3", "nk")
-# absolute tolerances per state (IU for the amounts, 1 for the signals, cells/uL for counts)
-IL2_ATOL = (1e-3, 1e-3, 1e-3, 1e-9, 1e-9, 1e-9, 1e-7, 1e-9, 1e-9, 1e-9, 1e-7)
+# absolute tolerances per state (IU for the amounts, 1 for the signals, cells/uL for counts).
+# A signal error d changes the cell count by at most d * baseline, so 1e-6 on the signals
+# keeps the counts' relative error near 1e-6; tighter values (1e-9) only cost steps once the
+# signals decay after the last dose (measured: 444 -> 397 steps at rtol 1e-5 for the #4 case).
+IL2_ATOL = (1e-3, 1e-3, 1e-3, 1e-6, 1e-6, 1e-6, 1e-5, 1e-6, 1e-6, 1e-6, 1e-4)
 
 
 def derive(p):
@@ -52,8 +56,7 @@ def rhs(t, y, q):
     """DOMAIN.md section 5 with the ``derive`` constants (same equations as the model file)."""
     c = y["central"] * q["_s"]
     sat = c / (q["KM"] + c)
-    c_pos = jnp.where(c > 0.0, c, 1.0)
-    ch = jnp.where(c > 0.0, jnp.exp(q["HILL"] * jnp.log(c_pos)), 0.0)
+    ch = pow_pos(c, q["HILL"])   # vectorisable C**HILL (scalar exp/log calls otherwise)
     s_t = q["EMAX_T"] * ch / (q["_eh"] + ch)
     s_n = q["EMAX_N"] * c / (q["EC50_N"] + c)
     ktt, ktn = q["_ktt"], q["_ktn"]
@@ -98,7 +101,7 @@ class IL2StructuredSolver:
         # stimulation slopes d S / d C
         hill = g["HILL"]
         c_pos = jnp.where(c > 0.0, c, 1.0)
-        ch = jnp.where(c > 0.0, jnp.exp(hill * jnp.log(c_pos)), 0.0)
+        ch = pow_pos(c, hill)
         e = g["_eh"]
         ds_t_c = jnp.where(c > 0.0, g["EMAX_T"] * e * hill * ch / (c_pos * (e + ch) ** 2),
                            jnp.where(hill == 1.0, g["EMAX_T"] / g["EC50_T"], 0.0))

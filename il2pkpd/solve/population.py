@@ -174,11 +174,14 @@ def _step(system, consts, s, t_out, *, rtol, atol, max_steps, outputs_per_step, 
         jc = jnp.minimum(j, n_t - 1)
         inside = accept & (j < n_t) & (t_out[jc] <= t_target)
         yk = dense(y, y1, k2, k3, (t_out[jc] - t) / hs)
-        vals.append(jnp.stack(system.outputs_t(yk, pd_)))
+        vals.append(tuple(system.outputs_t(yk, pd_)))
         idx.append(jnp.where(inside, jc, n_t))
         n_written = n_written + inside.astype(jnp.int32)
     # next step size (the controller's factor is not differentiated)
-    fac = jnp.where(finite, safety * jnp.maximum(err, 1e-10) ** (-1.0 / ORDER), 0.2)
+    # err**(1/4) by square roots (a float64 power is a scalar library call on CPU)
+    err_c = jnp.maximum(err, 1e-10)
+    root = jnp.sqrt(jnp.sqrt(err_c)) if ORDER == 4 else err_c ** (1.0 / ORDER)
+    fac = jnp.where(finite, safety / root, 0.2)
     fac = jnp.clip(fac, step_factor_min, step_factor_max)
     fac = jnp.where(accept, fac, jnp.minimum(fac, 1.0))
     h_new = hs * jax.lax.stop_gradient(fac)
@@ -193,7 +196,7 @@ def _step(system, consts, s, t_out, *, rtol, atol, max_steps, outputs_per_step, 
     s_next = (t_next, y_next, r_ev, h_new, iev + pending.astype(jnp.int32),
               iout + n_written, nst + (accept | pending).astype(jnp.int32),
               nrej + (~accept & ~pending).astype(jnp.int32), status)
-    return s_next, jnp.stack(idx), jnp.stack(vals)
+    return s_next, tuple(idx), tuple(vals)
 
 
 def _solve_batch(system, args, batched, size, *, rtol, atol, h0, max_steps, outputs_per_step,
@@ -224,7 +227,10 @@ def _solve_batch(system, args, batched, size, *, rtol, atol, h0, max_steps, outp
     zero_i = jnp.zeros((size,), jnp.int32)
     s0_all = (t0, y0, rate0, jnp.full((size,), h0, dtype), zero_i, iout0, zero_i, zero_i,
               zero_i)
-    buf = jnp.zeros((size, n_t, n_out), dtype).at[:, 0].set(out0)
+    # flat output buffer, index (patient * n_out + output) * n_t + time: each output time's
+    # values are scattered as scalars, so they are computed lane-contiguous (vectorised)
+    buf = jnp.zeros((size, n_out, n_t), dtype).at[:, :, 0].set(out0).reshape(-1)
+    oob = size * n_out * n_t
     kw = dict(rtol=rtol, atol=atol, max_steps=max_steps, outputs_per_step=outputs_per_step,
               has_infusion=has_infusion, dosed=dosed, safety=safety, h_event=h_event)
     if axes[5] is None:
@@ -254,15 +260,22 @@ def _solve_batch(system, args, batched, size, *, rtol, atol, h0, max_steps, outp
 
     def advance(pid, s, consts, buf, stop):
         """Step the lanes until ``stop(n_idle)`` or no lane runs (inner loop)."""
-        def body(c):
-            s, buf = c
+        def one(s, buf):
             act = live(s, consts, pid)
             s_new, idx, vals = step(consts, s)
             s = jax.tree.map(lambda a, b: jnp.where(act, a, b), s_new, s)
-            idx = jnp.where(act[:, None], idx, n_t)
-            buf = buf.at[jnp.where(act, pid, size)[:, None], idx].set(
-                vals, mode="drop", unique_indices=True)
+            ids, ups = [], []
+            for j, v in zip(idx, vals, strict=True):
+                ok = act & (j < n_t)
+                for o in range(n_out):
+                    ids.append(jnp.where(ok, (pid * n_out + o) * n_t + j, oob))
+                    ups.append(v[o])
+            buf = buf.at[jnp.concatenate(ids)].set(jnp.concatenate(ups), mode="drop",
+                                                   unique_indices=True)
             return s, buf
+
+        def body(c):
+            return one(*c)
 
         def cond(c):
             act = live(c[0], consts, pid)
@@ -308,7 +321,7 @@ def _solve_batch(system, args, batched, size, *, rtol, atol, h0, max_steps, outp
     t, status, nst, nrej = store(res, pid, s, pid < size)
     t_end = t_out[..., -1]
     status = jnp.where((status == 0) & (t < t_end), 1, status)
-    return jnp.swapaxes(buf, 1, 2), status, nst, nrej
+    return buf.reshape(size, n_out, n_t), status, nst, nrej
 
 
 def solve_patient(system: OdeSystem, p, time, amount, state, duration, t_out, *, rtol, atol,
@@ -365,7 +378,7 @@ def _solve_chunk(system, params, time, amount, state, duration, t_out, *, atol, 
 
 
 def make_population_fn(system: OdeSystem, doses: Doses, t_out, *, rtol=1e-6, atol=None,
-                       h0=1e-2, max_steps=20000, outputs_per_step=3):
+                       h0=1e-2, max_steps=20000, outputs_per_step=2):
     """A pure JAX function ``f(pm) -> PopulationSolution`` for jit, vmap and forward-mode AD.
 
     Parameters
@@ -472,8 +485,8 @@ def param_matrix(system: OdeSystem, params, n=None):
 
 
 def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-6, atol=None,
-                     h0=1e-2, max_steps=20000, outputs_per_step=3, chunk_size=4096,
-                     lanes=DEFAULT_LANES):
+                     h0=1e-2, max_steps=20000, outputs_per_step=2, chunk_size=16384,
+                     lanes=DEFAULT_LANES, devices=None):
     """Solve a virtual population of an autonomous ODE model with dose events (Rodas4).
 
     Parameters
@@ -496,13 +509,20 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
     max_steps : int
         Cap on loop iterations per patient (status 1 when reached).
     outputs_per_step : int
-        At most this many output times inside one step.
+        At most this many output times inside one step (each is interpolated and written at
+        every iteration, so keep it small; a step that would span more output times is
+        shortened).
     chunk_size : int
-        Patients per compiled call (the last chunk is padded to this size).
+        Patients per compiled call (the last chunk is padded to this size); with several
+        devices, at most ``n / n_devices`` so that every device gets work.
     lanes : int or None
         Patients advanced together inside a chunk; a lane whose patient has finished takes
         the next one (``None``: all patients of the chunk at once). Speed only: the results
         do not depend on it.
+    devices : sequence of jax.Device, optional
+        Devices that solve the chunks, in turn (default: ``jax.local_devices()``; on CPU run
+        with ``jax.config.update("jax_num_cpu_devices", n_cores)`` at start-up to use every
+        core). The results do not depend on it.
 
     Returns
     -------
@@ -530,8 +550,11 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
         raise ParameterError("t_out must be a 1-D array of strictly increasing output times")
     t_out = jnp.asarray(t_out)
     atol = _atol(system, atol)
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) > 1:   # every device gets a chunk (chunks run concurrently)
+        chunk_size = max(1, min(int(chunk_size), -(-n // len(devices))))
     outs, stats, nsts, nrejs = [], [], [], []
-    for start in range(0, n, chunk_size):
+    for i_chunk, start in enumerate(range(0, n, chunk_size)):
         sl = slice(start, min(start + chunk_size, n))
         m = sl.stop - sl.start
         pchunk = pm[sl]
@@ -542,7 +565,13 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
         else:
             dchunk = tuple(np.concatenate([a[sl], np.repeat(a[sl][-1:], pchunk.shape[0] - m, 0)])
                            for a in (time, amount, state, duration))
-        o, s, ns, nr = _solve_chunk(system, pchunk, *dchunk, t_out, atol=atol, rtol=float(rtol),
+        dev = devices[i_chunk % len(devices)]
+        if len(devices) > 1:
+            pchunk, t_dev = jax.device_put((pchunk, t_out), dev)
+            dchunk = tuple(jax.device_put(jnp.asarray(a), dev) for a in dchunk)
+        else:
+            t_dev = t_out
+        o, s, ns, nr = _solve_chunk(system, pchunk, *dchunk, t_dev, atol=atol, rtol=float(rtol),
                                     h0=float(h0), max_steps=int(max_steps),
                                     outputs_per_step=int(outputs_per_step),
                                     has_infusion=has_infusion, shared_doses=shared,
@@ -551,5 +580,7 @@ def solve_population(system: OdeSystem, params, doses: Doses, t_out, *, rtol=1e-
         stats.append(s[:m])
         nsts.append(ns[:m])
         nrejs.append(nr[:m])
+    if len(devices) > 1:   # gather on the first device (after every chunk was dispatched)
+        outs, stats, nsts, nrejs = jax.device_put((outs, stats, nsts, nrejs), devices[0])
     return PopulationSolution(jnp.concatenate(outs), jnp.concatenate(stats),
                               jnp.concatenate(nsts), jnp.concatenate(nrejs))
