@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro  # noqa: F401  (a plain import first: see repair_numpyro_submodules)
 import pandas as pd
 import pytest
 from numpyro.infer import Predictive

@@ -169,7 +169,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
     import arviz as az
     from numpyro.infer import Predictive, log_likelihood
 
-    from il2pkpd.inference._posthoc import posthoc_datasets
+    from il2pkpd.inference._posthoc import posthoc_datasets, repair_numpyro_submodules
 
     obs = pm.observed
     samples = {k: v for k, v in samples.items() if keep_site(k)}
@@ -181,6 +181,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
         ppc = np.asarray(pred(jax.random.PRNGKey(seed + 12345))["DV"]).reshape(
             n_chain, n_draw, -1)
     if mcmc is not None:
+        repair_numpyro_submodules()  # arviz's lazy numpyro import can lose them
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dt = az.from_numpyro(mcmc, log_likelihood=True,

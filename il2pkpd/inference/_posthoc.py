@@ -39,8 +39,8 @@ from numpyro import handlers
 from il2pkpd.inference.likelihood import ResidualError
 from il2pkpd.inference.model import PopulationModel
 
-__all__ = ["replay", "select_draws", "random_effect_draws", "prediction_draws", "prior_draws",
-           "posthoc_datasets", "PRED_MAX_DRAWS", "PRIOR_DRAWS"]
+__all__ = ["replay", "repair_numpyro_submodules", "select_draws", "random_effect_draws",
+           "prediction_draws", "prior_draws", "posthoc_datasets", "PRED_MAX_DRAWS", "PRIOR_DRAWS"]
 
 #: Default largest number of posterior draws PRED and IPRED are computed on.
 PRED_MAX_DRAWS = 200
@@ -48,6 +48,34 @@ PRED_MAX_DRAWS = 200
 PRIOR_DRAWS = 300
 #: Rough bound on predicted values held in memory at once (per prediction kind).
 _BATCH_ELEMENTS = 2_000_000
+
+
+def repair_numpyro_submodules() -> list[str]:
+    """Bind every imported ``numpyro.*`` submodule as an attribute of its parent package.
+
+    ``arviz_base`` loads numpyro lazily (``lazy_loader``); when the first numpyro import
+    after ``import arviz`` is ``from numpyro.infer import ...``, the submodules of
+    ``numpyro.infer`` end up in ``sys.modules`` without being attributes of the package, and
+    ``arviz.from_numpyro`` fails with "module 'numpyro.infer' has no attribute
+    'initialization'". Called before ``arviz.from_numpyro``.
+
+    Returns
+    -------
+    list of str
+        The submodules that had to be bound (empty when nothing was wrong).
+    """
+    import sys
+
+    fixed = []
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("numpyro.") or module is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = sys.modules.get(parent_name)
+        if parent is not None and getattr(parent, child, None) is None:
+            setattr(parent, child, module)
+            fixed.append(name)
+    return fixed
 
 
 def replay(pm: PopulationModel, draw: dict) -> tuple[dict, dict, jax.Array | None]:
