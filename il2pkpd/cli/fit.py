@@ -43,6 +43,8 @@ def fit_command(
     residual: list[str] = typer.Option([], "--residual",
                                        help="Residual error per output, e.g. CP=lognormal "
                                             "(additive|proportional|combined|lognormal)."),
+    estimate: str = typer.Option(None, help="Estimate only these parameters, comma-separated "
+                                            "(the others are fixed at their defaults)."),
     iiv: str = typer.Option(None, help="Parameters with IIV, comma-separated (CL,V1)."),
     covariance: str = typer.Option(None, help="IIV covariance: diagonal | block."),
     parametrization: str = typer.Option(
@@ -79,6 +81,8 @@ def fit_command(
     fixed = parse_assignments(fix, "--fix")
     res = parse_assignments(residual, "--residual")
     population = {}
+    if estimate is not None:
+        population["estimate"] = [p.strip() for p in estimate.split(",") if p.strip()]
     if iiv is not None:
         population["iiv"] = [p.strip() for p in iiv.split(",") if p.strip()]
     if covariance is not None:

@@ -368,9 +368,15 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
         info.update(sinfo)
         info.update({"draws": draws, "divergences": 0})
     elif method == "laplacian":
+        import sys
+
         from il2pkpd.inference._laplacian import run_laplacian
 
-        smp, pm, lres = run_laplacian(pm, obs, seed=seed, draws=draws)
+        def log(msg):
+            print(msg, file=sys.stderr, flush=True)
+
+        smp, pm, lres = run_laplacian(pm, obs, seed=seed, draws=draws,
+                                      log=log if progress_bar else None)
         draws_by_chain = {k: jnp.asarray(v)[None] for k, v in smp.items()}
         info.update({"seconds": lres.seconds, "rounds": lres.rounds,
                      "iterations": lres.iterations, "converged": lres.converged,

@@ -133,9 +133,10 @@ def _make_lbfgs(f_of, *, max_iter: int, tol: float):
     return solve
 
 
-def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 8,
-                  max_iter: int = 500, tol: float = 1e-6, rtol_rounds: float = 1e-6,
-                  fd_step: float = 1e-4):
+def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
+                  max_iter: int = 300, tol: float = 1e-5, rtol_rounds: float = 1e-6,
+                  theta_tol: float = 5e-3, fd_step: float = 1e-2, hess_step: float = 1e-3,
+                  log=None):
     """Laplacian conditional estimation (see the module docstring) and Gaussian draws.
 
     Parameters
@@ -154,10 +155,18 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
         L-BFGS iterations per round.
     tol : float
         L-BFGS gradient tolerance (infinity norm relative to 1 + |V|).
-    rtol_rounds : float
-        Stop when V changes by less than ``rtol_rounds * (1 + |V|)`` between rounds.
+    rtol_rounds, theta_tol : float
+        Stop when V changes by less than ``rtol_rounds * (1 + |V|)`` between rounds, or no
+        population parameter moves by more than ``theta_tol`` (unconstrained scale: log for
+        SDs and positive typical values) between rounds.
     fd_step : float
-        Central-difference step in the unconstrained space.
+        Central-difference step for the derivatives of the predictions in phi (log scale);
+        large enough that an adaptive ODE solver's tolerance-level noise does not dominate
+        (1e-2: noise ~ rtol / 1e-2, truncation ~ 1e-5 relative).
+    hess_step : float
+        Central-difference step of the final Hessian (from gradients).
+    log : callable, optional
+        Called with one line of text per round (progress).
 
     Returns
     -------
@@ -298,11 +307,11 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
         xv = np.asarray(x)
         for k in range(n_iiv):
             e = np.zeros_like(xv)
-            e[phi_pos[:, k]] = fd_step
+            e[phi_pos[:, k]] = hess_step
             gp = np.asarray(grad_fn(jnp.asarray(xv + e)))
             gm = np.asarray(grad_fn(jnp.asarray(xv - e)))
             n_grad += 2
-            h[:, :, k] = ((gp - gm) / (2 * fd_step))[phi_pos]
+            h[:, :, k] = ((gp - gm) / (2 * hess_step))[phi_pos]
         return 0.5 * (h + np.swapaxes(h, 1, 2))
 
     def v_of(x_, d_):
@@ -311,6 +320,7 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
     lbfgs = _make_lbfgs(v_of, max_iter=max_iter, tol=tol)
     x = x0
     v_prev = np.inf
+    theta_prev = np.full(theta_pos.size, np.inf)
     rounds = iterations = 0
     converged = False
     gnorm = np.inf
@@ -322,9 +332,15 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
         rounds += 1
         iterations += it
         n_grad += it + 1
+        if log is not None:
+            log(f"laplacian round {rounds}: objective {v_val:.4f}, {it} L-BFGS iterations, "
+                f"gradient norm {gnorm:.2g}, {time.perf_counter() - t0:.0f} s")
         if not np.isfinite(v_val):
             break
-        if abs(v_val - v_prev) < rtol_rounds * (1.0 + abs(v_val)):
+        theta = np.asarray(x)[theta_pos]
+        moved = np.max(np.abs(theta - theta_prev)) if theta.size else 0.0
+        theta_prev = theta
+        if abs(v_val - v_prev) < rtol_rounds * (1.0 + abs(v_val)) or moved < theta_tol:
             converged = gnorm <= tol * 10
             break
         v_prev = v_val
@@ -342,10 +358,10 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
     xv = np.asarray(x)
     for j in theta_pos:
         e = np.zeros(n)
-        e[j] = fd_step
+        e[j] = hess_step
         col = (np.asarray(grad_v(jnp.asarray(xv + e))) - np.asarray(grad_v(jnp.asarray(xv - e))))
         n_grad += 2
-        col /= 2 * fd_step
+        col /= 2 * hess_step
         hess[:, j] = col
         hess[j, :] = col
     if n_iiv:
@@ -353,6 +369,9 @@ def run_laplacian(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int 
         for i in range(n_subj):
             hess[np.ix_(phi_pos[i], phi_pos[i])] = blocks[i]
     hess = 0.5 * (hess + hess.T)
+    if log is not None:
+        log(f"laplacian Hessian done ({n_grad} gradients in all), "
+            f"{time.perf_counter() - t0:.0f} s")
     w, vecs = np.linalg.eigh(hess)
     floor = 1e-8 * max(1.0, float(np.max(np.abs(w))))
     clipped = int(np.sum(w < floor))
