@@ -188,6 +188,10 @@ def test_select_draws_keeps_every_draw_or_an_even_grid():
     np.testing.assert_array_equal(select_draws(9, 3, 9), [0, 4, 8])
     np.testing.assert_array_equal(select_draws(9, 3, 6), [0, 8])
     assert select_draws(1000, 4, 200).size == 50
+    import doctest
+
+    from il2pkpd.inference import _posthoc
+    assert doctest.testmod(_posthoc, raise_on_error=False).failed == 0
 
 
 def test_a_failed_solve_gives_nan_predictions_for_that_subject_only(block_cov):

@@ -106,7 +106,8 @@ def replay(pm: PopulationModel, draw: dict) -> tuple[dict, dict, jax.Array | Non
 
 
 def select_draws(n_draw: int, n_chain: int, max_draws: int | None) -> np.ndarray:
-    """Positions of the draws kept in every chain: all of them, or evenly spaced ones.
+    """Positions of the draws kept in every chain: all of them, or evenly spaced ones from the
+    first to the last (rounded).
 
     Parameters
     ----------
@@ -123,7 +124,7 @@ def select_draws(n_draw: int, n_chain: int, max_draws: int | None) -> np.ndarray
     Examples
     --------
     >>> select_draws(1000, 4, 200)[:3]
-    array([ 0, 20, 40])
+    array([ 0, 20, 41])
     >>> select_draws(10, 2, None).size
     10
     """
