@@ -23,3 +23,31 @@ def check_x64() -> None:
             "il2pkpd needs float64: call il2pkpd.enable_x64() (or "
             "jax.config.update('jax_enable_x64', True)) before creating any JAX array."
         )
+
+
+def enable_compilation_cache() -> str | None:
+    """Keep compiled XLA programs on disk between runs (JAX's persistent compilation cache).
+
+    The CLI calls this: a second ``il2pkpd fit`` or ``quickstart`` of the same model and data
+    shapes skips most of the compile time (tens of seconds for ODE models). The folder is
+    ``$IL2PKPD_CACHE_DIR`` or ``~/.cache/il2pkpd/jax``; ``IL2PKPD_NO_CACHE=1`` turns it off.
+    Returns the folder, or None when off or not writable.
+    """
+    import os
+    from pathlib import Path
+
+    import jax
+
+    if os.environ.get("IL2PKPD_NO_CACHE"):
+        return None
+    folder = Path(os.environ.get("IL2PKPD_CACHE_DIR")
+                  or Path.home() / ".cache" / "il2pkpd" / "jax")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK):
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    return str(folder)

@@ -17,6 +17,7 @@ __all__ = [
     "RegimenError",
     "UnitError",
     "OptionError",
+    "FitError",
 ]
 
 
@@ -68,3 +69,8 @@ class UnitError(InputError):
 
 class OptionError(InputError):
     """An option value (CLI or API keyword) outside what is allowed."""
+
+
+class FitError(InputError):
+    """A fit that cannot proceed with this model, data and priors (for example a log density
+    that is not finite at the starting point); the message says what to change."""

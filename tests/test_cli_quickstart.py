@@ -34,7 +34,7 @@ def test_quickstart_validates_fits_reports_and_simulates(tmp_path, capsys):
               "_COMPLETE"):
         assert (fit / f).is_file(), f
     info = json.loads((fit / "fit.json").read_text())
-    assert info["method"] == "laplacian" and info["info"]["n_subjects"] == 6
+    assert info["method"] == "focei" and info["info"]["n_subjects"] == 6
     s = pd.read_csv(fit / "summary.csv").set_index("parameter")
     meta = json.loads(open("datasets/il2_lowdose_sc.meta.json").read())
     # six subjects: typical values within a factor 1.5 of the generating ones

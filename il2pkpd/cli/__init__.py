@@ -52,9 +52,10 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``il2pkpd`` script; returns the exit status."""
-    from il2pkpd._config import enable_x64
+    from il2pkpd._config import enable_compilation_cache, enable_x64
 
     enable_x64()
+    enable_compilation_cache()
     try:
         app(args=argv, standalone_mode=False)
     except InputError as err:

@@ -24,7 +24,7 @@ def fit_command(
     model: str = typer.Option(..., "--model", "-m",
                               help="Bundled model name (two_cmt_iv) or model file path."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    method: str = typer.Option("nuts", help="nuts | map | laplacian | laplace | svi (laplacian: "
+    method: str = typer.Option("nuts", help="nuts | map | focei | laplace | svi (focei: "
                                             "fast marginal mode with IIV; nuts: full posterior)."),
     chains: int = typer.Option(4, help="NUTS chains (run in parallel on CPU cores)."),
     warmup: int = typer.Option(500, help="NUTS warm-up iterations per chain."),

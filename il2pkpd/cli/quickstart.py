@@ -4,7 +4,7 @@
    model ``il2_pkpd`` and prints its summary;
 2. fits the canonical model to it (population model of the model file: nine parameters
    estimated with log-normal IIV, log-normal residual error per output, M3 for BLQ IL-2) by
-   Laplacian conditional estimation on the batched Rodas4 solver, writing ``OUT/fit``
+   FOCE-I-type Laplace estimation (method focei) on the batched Rodas4 solver, writing ``OUT/fit``
    (posterior.nc, summary.csv, individual.csv) and the diagnostic report
    ``OUT/fit/report.html``;
 3. simulates two low-dose regimens over virtual patients drawn from that fit (parameter
@@ -60,9 +60,9 @@ def quickstart_command(
             fit_data = Path(tmp) / data.name
             _subset(data, fit_data, subjects)
         if fit:
-            typer.echo(f"\n== 2. il2pkpd fit {data.name} --model {MODEL} --method laplacian "
+            typer.echo(f"\n== 2. il2pkpd fit {data.name} --model {MODEL} --method focei "
                        f"({subjects or 'all'} subjects)")
-            app(args=["fit", str(fit_data), "--model", MODEL, "--method", "laplacian",
+            app(args=["fit", str(fit_data), "--model", MODEL, "--method", "focei",
                       "--draws", str(draws), "--seed", str(seed), "--out", str(fit_dir)],
                 standalone_mode=False)
 

@@ -26,7 +26,7 @@ from il2pkpd.inference.spec import PopulationSpec, build_spec
 
 __all__ = ["fit", "fit_population_model", "prepare", "METHODS", "to_datatree", "shard_events"]
 
-METHODS = ("nuts", "map", "laplacian", "laplace", "svi")
+METHODS = ("nuts", "map", "focei", "laplace", "svi")
 
 
 def shard_events(events, devices=None):
@@ -258,13 +258,13 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         A model, a bundled model name (``"two_cmt_iv"``) or a model file path.
     data : il2pkpd.data.Dataset, str or DataFrame
         The dataset or a CSV path.
-    method : {"nuts", "map", "laplacian", "laplace", "svi"}
+    method : {"nuts", "map", "focei", "laplace", "svi"}
         NUTS sampling; MAP (L-BFGS on the joint posterior density in the unconstrained,
         non-centred parametrisation, one draw: a starting point, its IIV SDs are biased upward);
-        Laplacian conditional estimation (the mode of the marginal posterior with the random
-        effects integrated out by Laplace's method, as NONMEM's LAPLACIAN INTERACTION, and
-        ``draws`` draws of the Gaussian approximation there: the fast method that estimates
-        IIV SDs properly; see :mod:`il2pkpd.inference._laplacian`);
+        FOCE-I-type estimation (the mode of the marginal posterior with the random effects
+        integrated out by Laplace's method with a first-order curvature and interaction, as
+        NONMEM's FOCE-I, and ``draws`` draws of the Gaussian approximation there: the fast
+        method that estimates IIV SDs properly; see :mod:`il2pkpd.inference._focei`);
         Laplace approximation (Gaussian at that mode with the inverse Hessian, ``draws`` draws;
         same caveat); SVI with a full-rank Gaussian guide (``svi_steps`` Adam steps, ``draws``
         draws: the recommended fast approximation, intervals somewhat too narrow).
@@ -367,21 +367,23 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
         draws_by_chain = {k: jnp.asarray(v)[None] for k, v in smp.items()}
         info.update(sinfo)
         info.update({"draws": draws, "divergences": 0})
-    elif method == "laplacian":
+    elif method == "focei":
         import sys
 
-        from il2pkpd.inference._laplacian import run_laplacian
+        from il2pkpd.inference._focei import run_focei
 
         def log(msg):
             print(msg, file=sys.stderr, flush=True)
 
-        smp, pm, lres = run_laplacian(pm, obs, seed=seed, draws=draws,
-                                      log=log if progress_bar else None)
+        smp, pm, lres = run_focei(pm, obs, seed=seed, draws=draws,
+                                  log=log if progress_bar else None)
         draws_by_chain = {k: jnp.asarray(v)[None] for k, v in smp.items()}
         info.update({"seconds": lres.seconds, "rounds": lres.rounds,
                      "iterations": lres.iterations, "converged": lres.converged,
+                     "status": lres.status,
                      "grad_norm": lres.grad_norm, "gradient_evaluations": lres.gradients,
-                     "objective": lres.objective, "draws": draws, "divergences": 0,
+                     "objective": (lres.objective if np.isfinite(lres.objective) else None),
+                     "draws": draws, "divergences": 0,
                      "parametrization": "centred",
                      "hessian": {"min_eigenvalue": lres.min_eigenvalue,
                                  "clipped": lres.clipped}})
@@ -403,11 +405,15 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     individual = individual_table(post, pm.ids, pm.varying, constant)
     n_draws = int(post.sizes["chain"] * post.sizes["draw"])
     msgs = diagnostics_warnings(summary, info.get("divergences", 0), n_draws, method)
-    if method in ("map", "laplacian") and not info.get("converged", True):
-        msgs.append(f"{method.upper()} optimisation stopped before convergence (gradient norm "
+    if method == "map" and not info.get("converged", True):
+        msgs.append(f"MAP optimisation stopped before convergence (gradient norm "
                     f"{info['grad_norm']:.2g} after {info['iterations']} iterations).")
-    if method == "laplacian" and info["hessian"]["clipped"]:
-        msgs.append(f"the Hessian at the Laplacian mode had {info['hessian']['clipped']} "
+    if method == "focei" and not info.get("converged", True):
+        msgs.append(f"FOCE-I did not converge: {info['status']} ({info['rounds']} rounds, "
+                    f"{info['iterations']} L-BFGS iterations, gradient norm "
+                    f"{info['grad_norm']:.2g}); check the estimates or run NUTS.")
+    if method == "focei" and info["hessian"]["clipped"]:
+        msgs.append(f"the Hessian at the FOCE-I mode had {info['hessian']['clipped']} "
                     "non-positive eigenvalue(s), floored: some parameters are not identified "
                     "by the data (their intervals are unreliable).")
     info["total_seconds"] = time.perf_counter() - t0
