@@ -119,6 +119,16 @@ def test_vpc_prediction_correction():
     assert tab.iloc[0]["obs_p50"] == pytest.approx(2.0)
 
 
+def test_vpc_prediction_correction_leaves_zero_pred_uncorrected():
+    # bin 2 has PRED (0, 2, 4): the pre-dose-like 0 keeps its value; median of the usable
+    # PREDs is 3: factors (1, 1.5, 0.75); observed (10, 20, 30) -> (10, 30, 22.5): p50 22.5
+    pred = np.array([1.0, 1, 1, 0, 2, 4])
+    with np.errstate(all="raise"):
+        tab = vpc_table(TIME, DV, pred, SIMS, n_bins=2)
+    assert tab.iloc[1]["obs_p50"] == pytest.approx(22.5)
+    assert np.isfinite(tab[["obs_p5", "obs_p50", "obs_p95", "sim_p50_med"]].to_numpy()).all()
+
+
 def test_vpc_censoring_and_blq_fraction():
     # One bin, LLOQ 2, observations (BLQ, BLQ, 5, 7): sorted (-inf, -inf, 5, 7).
     # p50 at position 1.5 falls among the censored values -> NaN; p95 at 2.85 -> 6.7.

@@ -57,8 +57,9 @@ def convergence_table(fit: FitData) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``parameter, r_hat, ess_bulk, ess_tail, status`` (pass/warn against
-        :data:`RHAT_MAX` and :data:`ESS_MIN`). Vector variables (``eta_CL`` over subjects) get one
-        row named ``eta_CL (worst of n)``.
+        :data:`RHAT_MAX` and :data:`ESS_MIN`; ``n/a`` where R-hat is undefined, e.g. the single
+        chain of draws of a FOCE-I, Laplace or SVI fit). Vector variables (``eta_CL`` over
+        subjects) get one row named ``eta_CL (worst of n)``.
     """
     post = fit.datatree["posterior"].to_dataset()
     rows = []
@@ -81,10 +82,14 @@ def convergence_table(fit: FitData) -> pd.DataFrame:
             continue
         r, b, t = r[varies], b[varies], t[varies]
         label = name if r.size == 1 else f"{name} (worst of {r.size})"
-        r_w, b_w, t_w = np.nanmax(r), np.nanmin(b), np.nanmin(t)
+        with warnings.catch_warnings():   # one chain (FOCE-I, Laplace, SVI draws): no R-hat
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r_w, b_w, t_w = np.nanmax(r), np.nanmin(b), np.nanmin(t)
         ok = bool(r_w <= RHAT_MAX and b_w >= ESS_MIN and t_w >= ESS_MIN)
+        # no R-hat (one chain of independent draws from an approximation): nothing to judge
+        status = _status(ok) if np.isfinite(r_w) else "n/a"
         rows.append({"parameter": label, "r_hat": r_w, "ess_bulk": b_w, "ess_tail": t_w,
-                     "status": _status(ok)})
+                     "status": status})
     return pd.DataFrame(rows)
 
 

@@ -166,8 +166,12 @@ def vpc_table(
         sb = sim_c[:, idx]
         if pred is not None:
             p = np.asarray(pred, dtype=float)[idx]
-            factor = np.median(p) / p
-            with np.errstate(invalid="ignore"):
+            # a PRED of 0 (e.g. a pre-dose sample of a drug without baseline) cannot be
+            # corrected: such observations keep their value
+            usable = np.isfinite(p) & (p > 0)
+            ref = np.median(p[usable]) if usable.any() else 1.0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = np.where(usable, ref / np.where(usable, p, 1.0), 1.0)
                 ob = ob * factor
                 sb = sb * factor[None, :]
         row = {
