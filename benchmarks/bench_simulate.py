@@ -10,6 +10,10 @@ same patients as the baseline; it prints patients per second and the ratio, and 
 Usage::
 
     .venv/bin/python benchmarks/bench_simulate.py [--n 100000] [--resolution fine|fast]
+        [--cpu-devices N]
+
+As ``il2pkpd simulate`` does, every CPU core is a JAX device by default (``--cpu-devices``,
+default the core count; 1 for a single device), and the simulation is sharded over them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ def main(argv=None) -> int:
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--days", type=float, default=28.0)
+    ap.add_argument("--cpu-devices", type=int, default=None,
+                    help="JAX CPU devices (default: the core count, as the CLI)")
     args = ap.parse_args(argv)
+
+    import os
+
+    if args.cpu_devices is not None:
+        os.environ["IL2PKPD_CPU_DEVICES"] = str(args.cpu_devices)
+    from il2pkpd._config import use_all_cpu_cores
+
+    use_all_cpu_cores()
 
     import jax
 

@@ -51,3 +51,27 @@ def enable_compilation_cache() -> str | None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
     return str(folder)
+
+
+def use_all_cpu_cores() -> int | None:
+    """Expose every CPU core as a JAX CPU device (``jax_num_cpu_devices``), so that work
+    sharded over devices (regimen simulation) uses all cores of a CPU-only machine.
+
+    Must run before JAX initialises its backends; afterwards (or when ``XLA_FLAGS`` already
+    sets a host device count, or ``IL2PKPD_CPU_DEVICES`` says otherwise) it does nothing.
+    Returns the device count set, or None.
+    """
+    import os
+
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return None
+    n = int(os.environ.get("IL2PKPD_CPU_DEVICES") or (os.cpu_count() or 1))
+    if n <= 1:
+        return None
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except (RuntimeError, AttributeError):     # backends already initialised / old JAX
+        return None
+    return n

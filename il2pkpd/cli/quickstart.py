@@ -43,8 +43,10 @@ def quickstart_command(
     """Validate the bundled IL-2 trial, fit the canonical model, compare two regimens."""
     import tempfile
 
+    from il2pkpd._config import use_all_cpu_cores
     from il2pkpd.cli import app
 
+    use_all_cpu_cores()              # before JAX starts: the simulation shards over devices
     if subjects < 0 or n < 1 or draws < 1:
         raise OptionError("--subjects must be >= 0, --n and --draws >= 1.")
     data = DATASETS_DIR / "il2_lowdose_sc.csv"

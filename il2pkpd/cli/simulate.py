@@ -59,6 +59,9 @@ def simulate_command(
                                   help="Also write patients.csv (one row per patient)."),
 ) -> None:
     """Simulate regimens over virtual patients; write metrics.csv, profiles.csv and plots."""
+    from il2pkpd._config import use_all_cpu_cores
+
+    use_all_cpu_cores()              # before JAX starts: the simulation shards over devices
     from il2pkpd._io import atomic_path, atomic_write_text, mark_complete, mark_incomplete
     from il2pkpd._version import __version__
     from il2pkpd.models import load_model
