@@ -54,6 +54,22 @@ def test_cli_map_fit_writes_the_files(csv_path, tmp_path, capsys):
     assert "lognormal(1.4, 0.5)" in meta["info"]["spec"]
 
 
+def test_cli_focei_fit_with_prior_draws_option(csv_path, tmp_path, capsys):
+    out = tmp_path / "focei"
+    rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--method",
+               "focei", "--draws", "100", "--prior-draws", "40", "--residual", "CP=lognormal",
+               "--no-report"])
+    assert rc == 0, capsys.readouterr().err
+    import arviz as az
+
+    dt = az.from_netcdf(out / "posterior.nc")
+    assert dt["prior"].sizes["draw"] == 40
+    assert dt["posterior"].sizes["draw"] == 100 and "ipred" in dt["posterior"]
+    meta = json.loads((out / "fit.json").read_text())
+    assert meta["method"] == "focei" and meta["info"]["status"] in ("converged",
+                                                                    "rounds exhausted")
+
+
 def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up)."""
     out = tmp_path / "nuts"
@@ -87,6 +103,8 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     (["--covariance", "banded"], "--covariance"),
     (["--parametrization", "funnel"], "--parametrization"),
     (["--chains", "two"], ""),
+    (["--pred-draws", "-1"], "--pred-draws"),
+    (["--estimate", "CL,XX"], "XX"),
 ])
 def test_bad_options_exit_2(csv_path, tmp_path, capsys, args, needle):
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(tmp_path / "x"),

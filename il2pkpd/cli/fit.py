@@ -35,7 +35,9 @@ def fit_command(
     dense_mass: str = typer.Option("auto",
                                    help="NUTS mass matrix: auto | full | population | diagonal."),
     init: str = typer.Option("median", help="NUTS start: median (prior medians) | map."),
-    draws: int = typer.Option(1000, help="Draws of the laplace / svi approximations."),
+    draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
+    pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
+    prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
     prior: list[str] = typer.Option([], "--prior",
                                     help="Override a prior, e.g. CL=lognormal(1.4,0.5), "
                                          "omega_CL=halfnormal(0.3); repeatable."),
@@ -63,7 +65,8 @@ def fit_command(
         raise OptionError(f"--method {method!r} is not allowed; use one of {', '.join(METHODS)}.")
     for name, v, lo in (("--chains", chains, 1), ("--warmup", warmup, 0),
                         ("--samples", samples, 1), ("--draws", draws, 1),
-                        ("--max-tree-depth", max_tree_depth, 1)):
+                        ("--max-tree-depth", max_tree_depth, 1), ("--pred-draws", pred_draws, 0),
+                        ("--prior-draws", prior_draws, 0)):
         if v < lo:
             raise OptionError(f"{name} must be at least {lo}, got {v}.")
     if not 0 < target_accept < 1:
@@ -105,6 +108,7 @@ def fit_command(
                  seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
                  dense_mass=dense_mass, init=init, draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
+                 pred_draws=pred_draws or None, prior_draws=prior_draws,
                  progress_bar=progress and os.isatty(2), cli=True)
     out_dir = result.save(out)
     typer.echo(result.summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))

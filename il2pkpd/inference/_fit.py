@@ -255,7 +255,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         solver_options: Mapping | None = None, draws: int = 1000, svi_steps: int = 3000,
         shard: bool = False,
         progress_bar: bool | None = None, posterior_predictive: bool = True,
-        cli: bool = False) -> FitResult:
+        pred_draws: int | None = 200, prior_draws: int = 300, cli: bool = False) -> FitResult:
     """Fit a population model to a dataset.
 
     Parameters
@@ -303,6 +303,10 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS progress bar (default: when stderr is a terminal).
     posterior_predictive : bool
         Simulate replicated data for every draw.
+    pred_draws : int or None
+        Draws (at most) on which the post hoc ``pred``/``ipred`` are computed (None: all).
+    prior_draws : int
+        Draws of the ``prior`` and ``prior_predictive`` groups (0: none).
     cli : bool
         Report bad overrides as :class:`~il2pkpd.errors.OptionError`.
 
@@ -323,7 +327,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
         dense_mass=dense_mass, init=init, chain_method=chain_method, draws=draws,
         svi_steps=svi_steps, progress_bar=progress_bar,
-        posterior_predictive=posterior_predictive, t0=t0)
+        posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
+        prior_draws=prior_draws)
     if getattr(model_obj, "path", None) is not None:
         result.info["model_path"] = str(model_obj.path)    # lets the report find units
     return result
@@ -336,7 +341,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          dense_mass: str | bool = "auto", init: str = "median",
                          chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | None = None,
-                         posterior_predictive: bool = True, t0: float | None = None) -> FitResult:
+                         posterior_predictive: bool = True, t0: float | None = None,
+                         pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
     """Run inference on a built :class:`PopulationModel` (see :func:`fit` for the options)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
@@ -400,7 +406,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                      "map_converged": mres.converged, "draws": draws, "divergences": 0,
                      "hessian": linfo})
     dt = to_datatree(pm, draws_by_chain, mcmc=mcmc, seed=seed,
-                     posterior_predictive=posterior_predictive,
+                     posterior_predictive=posterior_predictive, pred_max_draws=pred_draws,
+                     n_prior=prior_draws,
                      attrs={"il2pkpd_method": method, "il2pkpd_model": info["model"],
                             "il2pkpd_data": info["data"], "il2pkpd_spec": info["spec"]})
     post = dt["posterior"].to_dataset()
