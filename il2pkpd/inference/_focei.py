@@ -62,6 +62,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import block_diag
 
 from il2pkpd.errors import FitError, OptionError
+from il2pkpd.inference.samplers import lbfgs_solver
 
 __all__ = ["run_focei", "FoceiResult", "location_information"]
 
@@ -159,40 +160,6 @@ def _centred(pm):
     if pm.spec.centred or not pm.spec.iiv:
         return pm
     return dataclasses.replace(pm, spec=dataclasses.replace(pm.spec, centred=True))
-
-
-def _make_lbfgs(f_of, *, max_iter: int, tol: float):
-    """``solve(x0, d) -> (x, value, iterations, grad_norm)`` minimising ``f_of(x, d)`` over x;
-    jitted once (d is an argument, so new curvatures do not recompile)."""
-    import optax
-
-    opt = optax.lbfgs()
-
-    @jax.jit
-    def solve(x_init, d):
-        def f(x):
-            return f_of(x, d)
-
-        value_and_grad = optax.value_and_grad_from_state(f)
-
-        def step(carry):
-            x, state, i, _ = carry
-            value, grad = value_and_grad(x, state=state)
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-            x = optax.apply_updates(x, updates)
-            gnorm = jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
-            return x, state, i + 1, gnorm
-
-        def cond(carry):
-            _, _, i, gnorm = carry
-            return (i < max_iter) & ((gnorm > tol) | (i == 0)) & jnp.isfinite(gnorm)
-
-        state = opt.init(x_init)
-        x, state, i, _ = jax.lax.while_loop(cond, step, (x_init, state, 0, jnp.asarray(1e30)))
-        value, grad = jax.value_and_grad(f)(x)
-        return x, value, i, jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
-
-    return solve
 
 
 def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
@@ -293,19 +260,22 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
         return {k: transforms[k](v) for k, v in z.items()}
 
     def model_parts(x):
-        """Per-observation location m (log f for log-normal rows, else f) and residual SDs."""
+        """Per-observation location m (log f for log-normal rows, else f) and prediction f."""
         c = constrained(x)
         with handlers.block(), handlers.seed(rng_seed=0), handlers.substitute(data=c):
-            tv = pmc.typical_values()
-            terms = pmc.covariate_terms()
-            eta = pmc.random_effects(tv, terms)
-            params = pmc.individual_parameters(tv, eta, terms)
-            sa, sp, is_log = pmc.residual_arrays()
+            params = pmc.parameters()
+            _, _, is_log = pmc.residual_arrays()
         pred, _ = pmc.predict_fn(params)
         f = jnp.reshape(pred, (-1,))[pmc._flat_index(pred.shape)]
-        is_log = jnp.asarray(is_log)
-        m = jnp.where(is_log, jnp.log(jnp.where(f > 0, f, 1.0)), f)
-        return m, f, sa, sp, is_log
+        m = jnp.where(jnp.asarray(is_log), jnp.log(jnp.where(f > 0, f, 1.0)), f)
+        return m, f
+
+    def residual_sds(x):
+        """Per-observation residual SDs ``(sa, sp, is_log)`` at *x* (no model solve)."""
+        c = constrained(x)
+        with handlers.block(), handlers.seed(rng_seed=0), handlers.substitute(data=c):
+            sa, sp, is_log = pmc.residual_arrays()
+        return sa, sp, jnp.asarray(is_log)
 
     def data_information(x, g, f0):
         """Gauss-Newton curvature of each subject's likelihood in phi, (n_subj, n_iiv, n_iiv).
@@ -313,16 +283,10 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
         ``g`` (n_obs, n_iiv): frozen derivatives of the location in phi; ``f0``: frozen
         predictions; the residual SDs come from *x*, so the curvature follows them.
         """
-        _, _, sa, sp, is_log = model_parts_resid(x)
+        sa, sp, is_log = residual_sds(x)
         info = location_information(f0, sa, sp, is_log, blq, lloq)
         outer = info[:, None, None] * g[:, :, None] * g[:, None, :]
         return jax.ops.segment_sum(outer, subj, num_segments=n_subj)
-
-    def model_parts_resid(x):
-        c = constrained(x)
-        with handlers.block(), handlers.seed(rng_seed=0), handlers.substitute(data=c):
-            sa, sp, is_log = pmc.residual_arrays()
-        return None, None, sa, sp, jnp.asarray(is_log)
 
     parts = jax.jit(model_parts)
 
@@ -368,7 +332,7 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
     def v_of(x_, d_):
         return potential(x_) + correction(x_, d_)
 
-    lbfgs = _make_lbfgs(v_of, max_iter=max_iter, tol=tol)
+    lbfgs = lbfgs_solver(v_of, max_iter=max_iter, tol=tol)
     x = x0
     v_prev = np.inf
     theta_prev = np.full(theta_pos.size, np.inf)

@@ -32,7 +32,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import xarray as xr
 from numpyro import handlers
 
@@ -237,14 +236,7 @@ def _parameter_model(pm: PopulationModel):
     """The parameter part of *pm* (no structural solve, no observation site)."""
 
     def model():
-        tv = pm.typical_values()
-        terms = pm.covariate_terms()
-        eta = pm.random_effects(tv, terms)
-        params = pm.individual_parameters(tv, eta, terms)
-        if pm.varying:
-            with numpyro.plate("subject", pm.n_subjects):
-                for name in pm.varying:
-                    numpyro.deterministic(f"ind_{name}", params[name])
+        pm.parameters()
         pm.residual_arrays()
 
     return model

@@ -290,8 +290,9 @@ class PopulationModel:
         sp_o = jnp.stack([jnp.asarray(s, dtype=float) for s in sp])[out]
         return sa_o, sp_o, is_log[out]
 
-    def __call__(self, obs=None):
-        """The NumPyro model. ``obs``: observed values (fit) or None (simulate)."""
+    def parameters(self) -> dict:
+        """The parameter part of the model: typical values, covariate terms, random effects and
+        the individual parameters (name -> (n_subjects,)), recorded as ``ind_<P>``."""
         tv = self.typical_values()
         terms = self.covariate_terms()
         eta = self.random_effects(tv, terms)
@@ -300,6 +301,11 @@ class PopulationModel:
             with numpyro.plate("subject", self.n_subjects):
                 for name in self.varying:
                     numpyro.deterministic(f"ind_{name}", params[name])
+        return params
+
+    def __call__(self, obs=None):
+        """The NumPyro model. ``obs``: observed values (fit) or None (simulate)."""
+        params = self.parameters()
         pred, ok = self.predict_fn(params)
         si = self.obs.subject
         pred_o = jnp.reshape(pred, (-1,))[self._flat_index(pred.shape)]

@@ -66,6 +66,43 @@ def _init(pm, obs, key):
     return info
 
 
+def lbfgs_solver(f_of, *, max_iter: int, tol: float):
+    """L-BFGS (optax, zoom line search) as ``solve(x0, aux) -> (x, value, iterations,
+    grad_norm)`` minimising ``f_of(x, aux)`` over x until the gradient's infinity norm relative
+    to 1 + |f| is at most *tol* or *max_iter* iterations; jitted once (*aux* is an argument,
+    so new auxiliary data such as a curvature do not recompile).
+    """
+    import optax
+
+    opt = optax.lbfgs()
+
+    @jax.jit
+    def solve(x_init, d):
+        def f(x):
+            return f_of(x, d)
+
+        value_and_grad = optax.value_and_grad_from_state(f)
+
+        def step(carry):
+            x, state, i, _ = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            x = optax.apply_updates(x, updates)
+            gnorm = jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
+            return x, state, i + 1, gnorm
+
+        def cond(carry):
+            _, _, i, gnorm = carry
+            return (i < max_iter) & ((gnorm > tol) | (i == 0)) & jnp.isfinite(gnorm)
+
+        state = opt.init(x_init)
+        x, state, i, _ = jax.lax.while_loop(cond, step, (x_init, state, 0, jnp.asarray(1e30)))
+        value, grad = jax.value_and_grad(f)(x)
+        return x, value, i, jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
+
+    return solve
+
+
 def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
             restarts: int = 1, centred: bool = False) -> MapResult:
     """Maximise the posterior density with L-BFGS (optax) in unconstrained space.
@@ -94,7 +131,6 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
     -------
     MapResult
     """
-    import optax
 
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(seed)
@@ -121,33 +157,13 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
     def f(x):
         return potential_fn(unravel(x)) + centred_correction(x)
 
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(f)
-
-    @jax.jit
-    def solve(x_init):
-        def step(carry):
-            x, state, i, _ = carry
-            value, grad = value_and_grad(x, state=state)
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
-            x = optax.apply_updates(x, updates)
-            gnorm = jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
-            return x, state, i + 1, gnorm
-
-        def cond(carry):
-            _, _, i, gnorm = carry
-            return (i < max_iter) & ((gnorm > tol) | (i == 0)) & jnp.isfinite(gnorm)
-
-        state = opt.init(x_init)
-        x, state, i, _ = jax.lax.while_loop(cond, step, (x_init, state, 0, jnp.asarray(1e30)))
-        value, grad = jax.value_and_grad(f)(x)
-        return x, value, i, jnp.max(jnp.abs(grad)) / (1.0 + jnp.abs(value))
+    solve = lbfgs_solver(lambda x, _: f(x), max_iter=max_iter, tol=tol)
 
     best = None
     for r in range(max(1, restarts)):
         start = x0 if r == 0 else x0 + 0.5 * jax.random.normal(jax.random.PRNGKey(seed + r),
                                                                x0.shape)
-        x, value, iters, gnorm = solve(start)
+        x, value, iters, gnorm = solve(start, None)
         if best is None or (np.isfinite(float(value)) and float(value) < float(best[1])):
             best = (x, value, iters, gnorm)
     x, value, iters, gnorm = best
