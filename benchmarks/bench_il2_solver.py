@@ -5,7 +5,7 @@ outputs), log-normal variability (omega 0.3) on every parameter (logit-normal, s
 the fractions F1 and IMAX). Measured in the same run:
 
 - ``il2pkpd.solve`` (Rodas4, per-patient adaptive steps, structured linear solve) at one or
-  more relative tolerances, chunked;
+  more relative tolerances, in float32 and float64 (``--dtype``), chunked;
 - the baseline: a plain vmapped diffrax Tsit5 solve (rtol 1e-6), piecewise between doses;
 - accuracy of both against scipy ``solve_ivp`` (Radau, rtol 1e-10) on the first patients;
 - the cost of a forward-mode gradient of the sum of all outputs w.r.t. every parameter of
@@ -20,7 +20,7 @@ Wall-clock rates on a shared machine depend on the other processes; the rates pe
 JAX devices (``jax_num_cpu_devices``) so that ``solve_population`` solves two chunks at once.
 
     .venv/bin/python benchmarks/bench_il2_solver.py [--n 16384] [--n-baseline 128]
-        [--devices 2] [--quick]
+        [--devices 2] [--rtol 3e-5 2e-5] [--dtype float32 float64] [--quick]
 """
 
 from __future__ import annotations
@@ -168,10 +168,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16384, help="virtual patients (il2pkpd.solve)")
     ap.add_argument("--n-baseline", type=int, default=128, help="patients for diffrax")
-    ap.add_argument("--n-ref", type=int, default=12, help="patients with a scipy reference")
+    ap.add_argument("--n-ref", type=int, default=48, help="patients with a scipy reference")
     ap.add_argument("--chunk", type=int, default=16384, help="patients per compiled call")
     ap.add_argument("--lanes", type=int, default=1024, help="patients advanced together")
-    ap.add_argument("--rtol", type=float, nargs="+", default=[2e-5, 1e-5])
+    ap.add_argument("--rtol", type=float, nargs="+", default=[3e-5, 2e-5])
+    ap.add_argument("--dtype", nargs="+", default=["float32", "float64"],
+                    choices=["float32", "float64"], help="precision of the il2pkpd solves")
     ap.add_argument("--grad-rtol", type=float, default=1e-5, help="rtol of the gradient check")
     ap.add_argument("--devices", type=int, default=1,
                     help="JAX CPU devices (chunks are solved concurrently, one per device)")
@@ -204,19 +206,19 @@ def main() -> None:
 
     # il2pkpd.solve ---------------------------------------------------------------------------
     result["il2pkpd_solve"] = []
-    for rtol in args.rtol:
-        def run(rtol=rtol):
-            return solve_population(system, pars, doses, T_OUT, rtol=rtol,
+    for dtype, rtol in ((d, r) for d in args.dtype for r in args.rtol):
+        def run(rtol=rtol, dtype=dtype):
+            return solve_population(system, pars, doses, T_OUT, rtol=rtol, dtype=dtype,
                                     chunk_size=args.chunk, lanes=args.lanes).outputs
         t0 = time.perf_counter()
         sol = solve_population(system, pars, doses, T_OUT, rtol=rtol, chunk_size=args.chunk,
-                               lanes=args.lanes)
+                               lanes=args.lanes, dtype=dtype)
         jax.block_until_ready(sol.outputs)
         first = time.perf_counter() - t0
         cpu = []
         times = timed(run, args.repeats, cpu)
-        err = rel_errors(np.asarray(sol.outputs[: args.n_ref]), refs)
-        row = {"rtol": rtol, "n": args.n, "chunk": args.chunk, "lanes": args.lanes,
+        err = rel_errors(np.asarray(sol.outputs[: args.n_ref], dtype=float), refs)
+        row = {"dtype": dtype, "rtol": rtol, "n": args.n, "chunk": args.chunk, "lanes": args.lanes,
                "seconds": times, "first_call_seconds_incl_compile": first,
                "patients_per_s_best": args.n / min(times),
                "patients_per_s_median": args.n / float(np.median(times)),
@@ -227,7 +229,7 @@ def main() -> None:
                "status_nonzero": int(np.sum(np.asarray(sol.status) != 0)),
                "max_rel_err": dict(zip(system.output_names, err.tolist(), strict=True))}
         result["il2pkpd_solve"].append(row)
-        print(f"il2pkpd.solve rtol {rtol:g}: {row['patients_per_s_median']:.0f} patients/s "
+        print(f"il2pkpd.solve {dtype} rtol {rtol:g}: {row['patients_per_s_median']:.0f} patients/s "
               f"(best {row['patients_per_s_best']:.0f}; {row['patients_per_cpu_s_best']:.0f} "
               f"per CPU-second, {row['devices']} device(s)), steps mean {row['steps_mean']:.0f} "
               f"max {row['steps_max']}, rejected {row['rejected_mean']:.0f}, "
@@ -260,7 +262,7 @@ def main() -> None:
                                             / base["patients_per_s_median"])
         row["speedup_vs_diffrax_per_cpu_s"] = (row["patients_per_cpu_s_best"]
                                                / base["patients_per_cpu_s_best"])
-        print(f"  speed-up at rtol {row['rtol']:g}: {row['speedup_vs_diffrax_median']:.0f}x "
+        print(f"  speed-up {row['dtype']} rtol {row['rtol']:g}: {row['speedup_vs_diffrax_median']:.0f}x "
               f"(per CPU-second {row['speedup_vs_diffrax_per_cpu_s']:.0f}x)")
 
     # gradient cost ---------------------------------------------------------------------------

@@ -34,3 +34,17 @@ def test_pow_derivatives_match_closed_form():
     xs = jnp.asarray([0.0, -2.0, 3.0])
     _, t = jax.jvp(jax.vmap(pow_pos), (xs, jnp.full(3, 2.0)), (jnp.ones(3), jnp.zeros(3)))
     np.testing.assert_allclose(np.asarray(t), [0.0, 0.0, 6.0], rtol=1e-13)
+
+
+def test_pow_float32_matches_numpy_and_stays_float32():
+    rng = np.random.default_rng(5)
+    c = np.exp(rng.uniform(-60.0, 8.0, 2000)).astype(np.float32)
+    a = rng.uniform(0.3, 3.0, 2000).astype(np.float32)
+    got = jax.jit(pow_pos)(jnp.asarray(c), jnp.asarray(a))
+    assert got.dtype == jnp.float32
+    ref = c.astype(float) ** a.astype(float)
+    ok = ref > 1e-30   # float32 subnormals aside
+    np.testing.assert_allclose(np.asarray(got, dtype=float)[ok], ref[ok], rtol=1e-5)
+    _, t = jax.jvp(pow_pos, (jnp.float32(0.37), jnp.float32(1.6)),
+                   (jnp.float32(1.0), jnp.float32(0.0)))
+    assert t.dtype == jnp.float32 and abs(float(t) - 1.6 * 0.37 ** 0.6) < 1e-5

@@ -151,3 +151,37 @@ def test_lane_refill_gives_the_same_results_as_one_lane_per_patient():
                                    rtol=1e-5, atol=1e-9)
     capped = solve_population(system, params, doses, t, max_steps=30, chunk_size=n, lanes=4)
     assert np.all(np.asarray(capped.status) == 1)
+
+
+def test_float32_il2_population_matches_scipy_and_decays_without_underflow():
+    """Single precision: the #4 regimen within 1e-4 of scipy, and no step-size failure when
+    IL-2 decays to subnormal float32 values weeks after the last dose (a fast-clearing patient
+    measured to fail before the Jacobian's concentration threshold)."""
+    system = il2_system()
+    rng = np.random.default_rng(7)
+    n = 3
+    params = {k: v * np.exp(0.3 * rng.standard_normal(n)) for k, v in DEFAULTS.items()}
+    params["F1"] = np.minimum(params["F1"], 1.0)
+    params["IMAX"] = np.minimum(params["IMAX"], 0.95)
+    fast = {'CL': 6.248133523741239, 'V1': 5.605459600898081, 'Q': 1.3159521979821092,
+            'V2': 3.2468782072454796, 'KA': 0.39014156131723093, 'F1': 0.4076073103375477,
+            'TLAG1': 0.3364322669291428, 'VMAX': 34275.617577108875, 'KM': 2.3962935643448238,
+            'EMAX_T': 6.128029095753491, 'EC50_T': 0.7315145886409183,
+            'HILL': 1.4531688254621828, 'MTT_T': 52.69357135392944,
+            'KOUT_T': 0.01745188306058548, 'TREG0': 61.1592854856857,
+            'EMAX_N': 3.631910400473071, 'EC50_N': 14.0843076793844,
+            'MTT_N': 64.28971479128654, 'KOUT_N': 0.010507924535224646,
+            'NK0': 295.87817561005465, 'IMAX': 0.6963234405431342, 'IC50': 5.681073929155272}
+    params = {k: np.append(v, fast[k]) for k, v in params.items()}
+    t = np.arange(0.0, 672.0001, 12.0)
+    regimen = [(24.0 * k, 1e6, "sc", 0.0) for k in range(5)]
+    doses = Doses(24.0 * np.arange(5), np.full(5, 1e6), np.ones(5, int))
+    sol = solve_population(system, params, doses, t, rtol=2e-5, dtype="float32")
+    assert sol.outputs.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(sol.status), 0)
+    for i in range(n + 1):
+        ref = scipy_il2({k: v[i] for k, v in params.items()}, regimen, t)
+        err = rel_err(np.asarray(sol.outputs[i], dtype=float), ref)
+        assert err.max() < 1e-4, (i, err.max(axis=1))
+    with pytest.raises(ParameterError, match="dtype"):
+        solve_population(system, {}, doses, t, dtype="float16")

@@ -6,7 +6,8 @@ These versions use only arithmetic and bit operations, so they vectorise: ``log`
 exponent/mantissa split and the ``atanh`` series on ``[sqrt(1/2), sqrt(2)]``, ``exp`` by
 ``2**k * exp(r)`` with ``|r| <= ln(2)/2`` and a degree-12 Taylor polynomial. Relative error
 below 1e-14 over the normal float64 range (tests compare with numpy). ``pow_pos`` has a
-``custom_jvp`` (the bit operations have no derivative).
+``custom_jvp`` (the bit operations have no derivative). In float32 (``solve_population(...,
+dtype="float32")``) ``pow_pos`` uses XLA's own ``exp``/``log``, which vectorise in float32.
 """
 
 from __future__ import annotations
@@ -54,12 +55,21 @@ def fast_exp(x):
     return jnp.where(x > 709.0, jnp.inf, out)
 
 
+def _log(x):
+    """``fast_log`` in float64; XLA's own (vectorised) ``log`` in float32."""
+    return fast_log(x) if jnp.result_type(x) == jnp.float64 else jnp.log(x)
+
+
+def _exp(x):
+    return fast_exp(x) if jnp.result_type(x) == jnp.float64 else jnp.exp(x)
+
+
 @jax.custom_jvp
 def pow_pos(x, a):
     """``x**a`` for ``x > 0`` and 0 for ``x <= 0`` (the IL-2 Hill term), vectorisable."""
     pos = x > 0.0
     xs = jnp.where(pos, x, 1.0)
-    return jnp.where(pos, fast_exp(a * fast_log(xs)), 0.0)
+    return jnp.where(pos, _exp(a * _log(xs)), 0.0)
 
 
 @pow_pos.defjvp
@@ -69,5 +79,5 @@ def _pow_pos_jvp(primals, tangents):
     y = pow_pos(x, a)
     pos = x > 0.0
     xs = jnp.where(pos, x, 1.0)
-    dy = jnp.where(pos, y * (a * dx / xs + fast_log(xs) * da), 0.0)
+    dy = jnp.where(pos, y * (a * dx / xs + _log(xs) * da), 0.0)
     return y, dy

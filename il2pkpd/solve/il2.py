@@ -30,10 +30,15 @@ __all__ = ["IL2StructuredSolver", "il2_system", "IL2_ATOL"]
 STATES = ("depot", "central", "peripheral", "tr1", "tr2", "tr3", "treg",
           "nk1", "nk2", "nk3", "nk")
 # absolute tolerances per state (IU for the amounts, 1 for the signals, cells/uL for counts).
-# A signal error d changes the cell count by at most d * baseline, so 1e-6 on the signals
-# keeps the counts' relative error near 1e-6; tighter values (1e-9) only cost steps once the
-# signals decay after the last dose (measured: 444 -> 397 steps at rtol 1e-5 for the #4 case).
-IL2_ATOL = (1e-3, 1e-3, 1e-3, 1e-6, 1e-6, 1e-6, 1e-5, 1e-6, 1e-6, 1e-6, 1e-4)
+# The amounts' 1e-4 IU is ~1e-8 IU/mL in concentration (V1 ~ 2.5 L), 1e5 below the 1e-3 IU/mL
+# floor of the benchmark's relative-error metric: IL-2 troughs near that floor set the
+# largest relative error (measured for the #4 regimen at rtol 2e-5: 1e-3 IU gave 7.4e-5,
+# 1e-4 IU 4.4e-5 for 2% more steps). A signal error d changes the cell count by at most
+# d * baseline, so 1e-6 on the signals keeps the counts' relative error near 1e-6; tighter
+# values (1e-9) only cost steps once the signals decay after the last dose (measured: 444 ->
+# 397 steps at rtol 1e-5 for the #4 case). Looser ones (1e-5) save 3% of the steps but cap the
+# accuracy of tight-tolerance solves (gradients at rtol 1e-9).
+IL2_ATOL = (1e-4, 1e-4, 1e-4, 1e-6, 1e-6, 1e-6, 1e-5, 1e-6, 1e-6, 1e-6, 1e-4)
 
 
 def derive(p):
@@ -100,10 +105,13 @@ class IL2StructuredSolver:
         beta = g["_vt"] * sat
         # stimulation slopes d S / d C
         hill = g["HILL"]
-        c_pos = jnp.where(c > 0.0, c, 1.0)
+        # below 1e-30 IU/mL the Hill slope term is negligible; the threshold also keeps
+        # subnormal concentrations (flushed to zero on CPU) out of the division in float32
+        pos = c > 1e-30
+        c_pos = jnp.where(pos, c, 1.0)
         ch = pow_pos(c, hill)
         e = g["_eh"]
-        ds_t_c = jnp.where(c > 0.0, g["EMAX_T"] * e * hill * ch / (c_pos * (e + ch) ** 2),
+        ds_t_c = jnp.where(pos, g["EMAX_T"] * e * hill * ch / (c_pos * (e + ch) ** 2),
                            jnp.where(hill == 1.0, g["EMAX_T"] / g["EC50_T"], 0.0))
         en_c = g["EC50_N"] + c
         ds_n_c = g["EMAX_N"] * g["EC50_N"] / (en_c * en_c)

@@ -109,19 +109,22 @@ class OdeSystem:
     def rhs_t(self, y: tuple, p: dict) -> tuple:
         """Right-hand side on a tuple of state scalars."""
         d = self.f_rhs(0.0, dict(zip(self.state_names, y, strict=True)), p)
-        zero = jnp.zeros_like(y[0])
-        return tuple(zero + d[s] if s in d else zero for s in self.state_names)
+        zero = jnp.zeros_like(y[0])   # the state's dtype (model constants must not promote)
+        return tuple(zero + jnp.asarray(d[s], zero.dtype) if s in d else zero
+                     for s in self.state_names)
 
     def outputs_t(self, y: tuple, p: dict) -> tuple:
         """Outputs on a tuple of state scalars."""
         d = self.f_outputs(dict(zip(self.state_names, y, strict=True)), p)
-        return tuple(d[o] for o in self.output_names)
+        dtype = jnp.result_type(y[0])
+        return tuple(jnp.asarray(d[o], dtype) for o in self.output_names)
 
     def initial_t(self, p: dict) -> tuple:
         """Initial state as a tuple of scalars."""
         d = self.f_initial(p) if self.f_initial is not None else {}
         zero = jnp.zeros_like(p[self.param_names[0]])
-        return tuple(zero + d[s] if s in d else zero for s in self.state_names)
+        return tuple(zero + jnp.asarray(d[s], zero.dtype) if s in d else zero
+                     for s in self.state_names)
 
     def rhs(self, y, p):
         """Flat right-hand side: ``y`` (n_states,), ``p`` (n_params,) -> (n_states,)."""
