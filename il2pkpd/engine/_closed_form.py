@@ -124,50 +124,76 @@ def closed_form_predict(model: Model, ev, p: dict, dose: dict, kinds: frozenset)
         Per-dose ``lag``, ``amt`` (F*AMT), ``rate``, ``dur`` from :func:`dose_quantities`.
     kinds : frozenset of (kind, ss)
         The (DoseKind, SS) pairs present (static: absent branches are not computed).
+
+    Notes
+    -----
+    The work is on (S, O, D) arrays, one per mode (a Python loop over the at most four modes):
+    the mode axis stays out of the arrays' minor dimension, and a plain infusion costs one
+    exponential per (observation, dose, mode), ``exp(-mu (s - D))`` after the infusion (times
+    the per-dose ``1 - exp(-mu D)``) or ``exp(-mu s)`` during it.
     """
     mu, w_slot = input_modes(model, p)                          # (S,M), (S,K,M)
-    w = jnp.take_along_axis(w_slot, ev.dose_slot[..., None].astype(jnp.int32), axis=1)
-    mu_ = mu[:, None, None, :]                                  # (S,1,1,M)
-    w_ = w[:, None, :, :]                                       # (S,1,D,M)
-    s = ev.obs_time[:, :, None] - ev.dose_time[:, None, :] - dose["lag"][:, None, :]
-    s4 = s[..., None]
-    ii = ev.dose_ii[:, None, :, None]
+    n_modes = mu.shape[-1]
+    if w_slot.shape[1] == 1:                                    # one dosing compartment
+        w = jnp.broadcast_to(w_slot, (w_slot.shape[0], ev.dose_slot.shape[1], n_modes))
+    else:
+        w = jnp.take_along_axis(w_slot, ev.dose_slot[..., None].astype(jnp.int32), axis=1)
+    s = ev.obs_time[:, :, None] - ev.dose_time[:, None, :] - dose["lag"][:, None, :]  # (S,O,D)
+    ii = ev.dose_ii[:, None, :]
     kind = ev.dose_kind[:, None, :]
     ss = ev.dose_ss[:, None, :]
     amt = dose["amt"][:, None, :]
-    rate = dose["rate"][:, None, :, None]
-    dur = dose["dur"][:, None, :, None]
+    rate = dose["rate"][:, None, :]
+    dur = dose["dur"][:, None, :]
     is_inf_kind = ((kind == DoseKind.INFUSION) | (kind == DoseKind.RATE_PARAM)
                    | (kind == DoseKind.DURATION_PARAM))
     kset = {(k, (1 if s_ > 0 else 0)) for k, s_ in kinds}
     inf_kinds = {int(DoseKind.INFUSION), int(DoseKind.RATE_PARAM), int(DoseKind.DURATION_PARAM)}
-    total = jnp.zeros(s.shape, dtype=s.dtype)
-
-    if (int(DoseKind.BOLUS), 0) in kset:
-        pos = s >= 0
-        s_safe = jnp.where(pos, s, 0.0)[..., None]
-        val = amt * jnp.sum(w_ * jnp.exp(-mu_ * s_safe), -1)
-        total = total + jnp.where((kind == DoseKind.BOLUS) & (ss == 0) & pos, val, 0.0)
-    if any((k, 0) in kset for k in inf_kinds):
-        e1 = jnp.exp(-mu_ * jnp.maximum(s4 - dur, 0.0))
-        e0 = jnp.exp(-mu_ * jnp.maximum(s4, 0.0))
-        val = jnp.sum(rate * w_ / mu_ * (e1 - e0), -1)
-        total = total + jnp.where(is_inf_kind & (ss == 0), val, 0.0)
-    one_minus_q = -jnp.expm1(-mu_ * ii)                         # (S,1,D,M)
-    k0 = jnp.maximum(0.0, jnp.ceil(-s4 / ii))                   # first past dose with s>=0
-    if (int(DoseKind.BOLUS), 1) in kset:
-        val = amt * jnp.sum(w_ * jnp.exp(-mu_ * (s4 + k0 * ii)) / one_minus_q, -1)
-        total = total + jnp.where((kind == DoseKind.BOLUS) & (ss > 0), val, 0.0)
-    if any((k, 1) in kset for k in inf_kinds):
-        k1 = jnp.maximum(k0, jnp.ceil((dur - s4) / ii))         # first completed infusion
+    has_bolus = (int(DoseKind.BOLUS), 0) in kset
+    has_inf = any((k, 0) in kset for k in inf_kinds)
+    has_ss_bolus = (int(DoseKind.BOLUS), 1) in kset
+    has_ss_inf = any((k, 1) in kset for k in inf_kinds)
+    has_const = any(k == int(DoseKind.CONSTANT_INFUSION) for k, _ in kset)
+    pos = s >= 0
+    if has_bolus:
+        s_safe = jnp.where(pos, s, 0.0)
+        bolus_on = (kind == DoseKind.BOLUS) & (ss == 0) & pos
+    if has_inf:
+        after = s >= dur
+        # the time the exponential decays over: since the end of the infusion, or since
+        # its start while it runs (0 before it)
+        a_inf = jnp.where(after, s - dur, jnp.maximum(s, 0.0))
+        inf_on = is_inf_kind & (ss == 0)
+    if has_ss_bolus or has_ss_inf:
+        k0 = jnp.maximum(0.0, jnp.ceil(-s / ii))                # first past dose with s>=0
+        sk0 = s + k0 * ii
+    if has_ss_inf:
+        k1 = jnp.maximum(k0, jnp.ceil((dur - s) / ii))          # first completed infusion
         n_p = k1 - k0                                           # infusions still running
-        sk0 = s4 + k0 * ii
-        sk1 = s4 + k1 * ii
-        running = n_p - jnp.exp(-mu_ * sk0) * (-jnp.expm1(-mu_ * ii * n_p)) / one_minus_q
-        done = (jnp.exp(-mu_ * (sk1 - dur)) - jnp.exp(-mu_ * sk1)) / one_minus_q
-        val = jnp.sum(rate * w_ / mu_ * (running + done), -1)
-        total = total + jnp.where(is_inf_kind & (ss > 0), val, 0.0)
-    if any(k == int(DoseKind.CONSTANT_INFUSION) for k, _ in kset):
-        val = jnp.sum(rate * w_ / mu_, -1) * jnp.ones_like(s)
-        total = total + jnp.where(kind == DoseKind.CONSTANT_INFUSION, val, 0.0)
+        sk1 = s + k1 * ii
+    total = jnp.zeros(s.shape, dtype=s.dtype)
+    for m in range(n_modes):
+        mu_m = mu[:, m][:, None, None]                          # (S,1,1)
+        w_m = w[:, :, m][:, None, :]                            # (S,1,D)
+        if has_bolus:
+            val = amt * w_m * jnp.exp(-mu_m * s_safe)
+            total = total + jnp.where(bolus_on, val, 0.0)
+        if has_inf:
+            e = jnp.exp(-mu_m * a_inf)
+            frac_done = -jnp.expm1(-mu_m * dur)                 # (S,1,D): per dose
+            val = rate * w_m / mu_m * jnp.where(after, e * frac_done, 1.0 - e)
+            total = total + jnp.where(inf_on, val, 0.0)
+        if has_ss_bolus or has_ss_inf:
+            one_minus_q = -jnp.expm1(-mu_m * ii)                # (S,1,D)
+        if has_ss_bolus:
+            val = amt * w_m * jnp.exp(-mu_m * sk0) / one_minus_q
+            total = total + jnp.where((kind == DoseKind.BOLUS) & (ss > 0), val, 0.0)
+        if has_ss_inf:
+            running = n_p - jnp.exp(-mu_m * sk0) * (-jnp.expm1(-mu_m * ii * n_p)) / one_minus_q
+            done = (jnp.exp(-mu_m * (sk1 - dur)) - jnp.exp(-mu_m * sk1)) / one_minus_q
+            val = rate * w_m / mu_m * (running + done)
+            total = total + jnp.where(is_inf_kind & (ss > 0), val, 0.0)
+        if has_const:
+            val = rate * w_m / mu_m * jnp.ones_like(s)
+            total = total + jnp.where(kind == DoseKind.CONSTANT_INFUSION, val, 0.0)
     return jnp.sum(jnp.where(ev.contrib, total, 0.0), -1)

@@ -104,6 +104,9 @@ class RowGroups:
         self.log_blq = np.nonzero(is_log & blq)[0]
         order = np.concatenate([self.norm_obs, self.norm_blq, self.log_obs, self.log_blq])
         self.inverse = np.argsort(order, kind="stable")
+        # one group holding every row: no gathers, no reordering
+        self.single = max(len(self.norm_obs), len(self.norm_blq), len(self.log_obs),
+                          len(self.log_blq)) == self.n
 
     def log_density(self, dv, pred, sa, sp, lloq):
         """Per-row log density, computing each family only where it applies."""
@@ -112,23 +115,28 @@ class RowGroups:
                                    (self.log_obs, False, True), (self.log_blq, True, True)):
             if idx.size == 0:
                 continue
-            f = pred[idx]
+            if self.single:
+                f, dv_g, sa_g, sp_g, lloq_g = pred, dv, sa, sp, lloq
+            else:
+                f, dv_g, sa_g, sp_g, lloq_g = pred[idx], dv[idx], sa[idx], sp[idx], lloq[idx]
             if log:
-                s = sa[idx]
+                s = sa_g
                 mu = jnp.log(jnp.maximum(f, TINY))
                 if censored:
-                    parts.append(log_ndtr((jnp.log(jnp.maximum(lloq[idx], TINY)) - mu) / s))
+                    parts.append(log_ndtr((jnp.log(jnp.maximum(lloq_g, TINY)) - mu) / s))
                 else:
-                    log_y = jnp.log(jnp.maximum(dv[idx], TINY))
+                    log_y = jnp.log(jnp.maximum(dv_g, TINY))
                     z = (log_y - mu) / s
                     parts.append(-0.5 * z**2 - jnp.log(s) - _HALF_LOG_2PI - log_y)
             else:
-                sd = normal_sd(f, sa[idx], sp[idx])
+                sd = normal_sd(f, sa_g, sp_g)
                 if censored:
-                    parts.append(log_ndtr((lloq[idx] - f) / sd))
+                    parts.append(log_ndtr((lloq_g - f) / sd))
                 else:
-                    z = (dv[idx] - f) / sd
+                    z = (dv_g - f) / sd
                     parts.append(-0.5 * z**2 - jnp.log(sd) - _HALF_LOG_2PI)
+        if self.single:
+            return parts[0]
         return jnp.concatenate(parts)[self.inverse]
 
 

@@ -308,12 +308,13 @@ class PopulationModel:
         params = self.parameters()
         pred, ok = self.predict_fn(params)
         si = self.obs.subject
-        pred_o = jnp.reshape(pred, (-1,))[self._flat_index(pred.shape)]
-        finite = jnp.isfinite(pred_o)
-        all_ok = jnp.all(jnp.asarray(ok, dtype=bool)) & jnp.all(finite)
+        # on the (subject, column) grid, then the used entries: no per-row gather of ``ok``
+        good = jnp.asarray(ok, dtype=bool)[:, None] & jnp.isfinite(pred)
+        pred_o = self._observed_entries(pred)
+        good_o = self._observed_entries(good)
+        all_ok = jnp.all(good_o) & jnp.all(jnp.asarray(ok, dtype=bool))
         numpyro.factor("solver_ok", jnp.where(all_ok, 0.0, -jnp.inf))
-        good_subject = jnp.asarray(ok, dtype=bool)[si] & finite
-        pred_o = jnp.where(good_subject, pred_o, 1.0)
+        pred_o = jnp.where(good_o, pred_o, 1.0)
         sa, sp, is_log = self.residual_arrays()
         with numpyro.plate("obs", len(si)):
             numpyro.sample("DV", ResidualError(pred_o, sa, sp, is_log, self.obs.blq,
@@ -322,6 +323,15 @@ class PopulationModel:
 
     def _flat_index(self, shape) -> np.ndarray:
         return self.obs.subject * shape[1] + self.obs.column
+
+    def _observed_entries(self, pred):
+        """The used entries of *pred* (S, O_max), in obs-plate order; a plain reshape when
+        every entry is used in row-major order (no gather in the gradient)."""
+        idx = self._flat_index(pred.shape)
+        flat = jnp.reshape(pred, (-1,))
+        if idx.size == flat.shape[0] and np.array_equal(idx, np.arange(idx.size)):
+            return flat
+        return flat[idx]
 
     def _groups(self, is_log):
         key = "_row_groups"
