@@ -35,6 +35,8 @@ def main(argv=None) -> int:
                     help="patients for the bare-solver baseline")
     ap.add_argument("--resolution", default="fast", choices=("fine", "fast"))
     ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--precision", default="double", choices=("double", "single"),
+                    help="floating type of the ODE solves (simulation and bare baseline)")
     ap.add_argument("--chunk", type=int, default=2048)
     ap.add_argument("--days", type=float, default=28.0)
     ap.add_argument("--cpu-devices", type=int, default=None,
@@ -62,9 +64,10 @@ def main(argv=None) -> int:
     model = load_model("il2_pkpd")
     devices = jax.devices()
     print(f"devices: {devices}; n = {args.n} per regimen; resolution {args.resolution}; "
-          f"rtol {args.rtol}")
+          f"rtol {args.rtol}; precision {args.precision}")
     opts = dict(days=args.days, rtol=args.rtol, chunk_size=args.chunk,
-                resolution=args.resolution, profile_n=2000)
+                resolution=args.resolution, profile_n=2000, precision=args.precision)
+    dtype = "float32" if args.precision == "single" else "float64"
     warm = default_population(model, min(args.chunk, args.n), seed=99)
     t0 = time.perf_counter()
     simulate_population(model, REGIMENS, warm, **opts)
@@ -93,10 +96,11 @@ def main(argv=None) -> int:
         doses = Doses(np.broadcast_to(sched.time, sched.amount.shape).copy(), sched.amount,
                       np.broadcast_to(sched.cmt, sched.amount.shape).copy(),
                       np.broadcast_to(sched.duration, sched.amount.shape).copy())
-        solve_population(system, params, doses, t_out, rtol=args.rtol, chunk_size=args.chunk)
+        solve_population(system, params, doses, t_out, rtol=args.rtol, chunk_size=args.chunk,
+                         dtype=dtype)
         tb = time.perf_counter()
         sol = solve_population(system, params, doses, t_out, rtol=args.rtol,
-                               chunk_size=args.chunk)
+                               chunk_size=args.chunk, dtype=dtype)
         np.asarray(sol.outputs)
         sec = time.perf_counter() - tb
         row["baseline_patients_per_s"] = nb / sec
@@ -115,7 +119,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_simulate.json").write_text(json.dumps({
         "devices": [str(d) for d in devices], "n": args.n, "resolution": args.resolution,
-        "rtol": args.rtol, "compile_s": compile_s, "total_s": total,
+        "rtol": args.rtol, "precision": args.precision, "compile_s": compile_s, "total_s": total,
         "patients_per_s": rate, "regimens": rows}, indent=2) + "\n")
     return 0
 

@@ -48,6 +48,7 @@ def test_simulate_writes_metrics_profiles_plots_and_marker(run_dir):
     ["--regimen", "1 MIU SC daily x5", "--posterior", "/no/such/fit"],
     ["--regimen", "1 mg SC once"],
     ["--regimen", "1 MIU SC once", "--model", "no_such_model"],
+    ["--regimen", "1 MIU SC once", "--precision", "half"],
 ])
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args):
     out = tmp_path / "run"

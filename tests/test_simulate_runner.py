@@ -121,6 +121,16 @@ def test_il2_metrics_match_an_independent_scipy_solution(il2):
     # DOMAIN.md section 6 (scipy reference of the defaults): Treg 1.8x at day 5.8, NK 1.06x
     assert got["treg_fold"] == pytest.approx(1.8, abs=0.05)
     assert got["nk_fold"] == pytest.approx(1.06, abs=0.01)
+    # single precision (float32 solves) against the same reference, at a float32-sized rtol
+    single = simulate_population(il2, ["1 MIU SC daily x5"], pop, days=14, rtol=2e-5,
+                                 precision="single").patients["1 MIU SC daily x5"].iloc[0]
+    assert single["status"] == 0
+    assert single["cmax"] == pytest.approx(c.max(), rel=3e-4)
+    assert single["auc_course"] == pytest.approx(np.trapezoid(c, t), rel=1e-3)
+    assert single["treg_fold"] == pytest.approx(treg.max() / treg[0], rel=1e-4)
+    assert single["nk_fold"] == pytest.approx(nk.max() / nk[0], rel=1e-4)
+    with pytest.raises(OptionError, match="precision"):
+        simulate_population(il2, ["1 MIU SC once"], pop, days=2, precision="half")
 
 
 def test_response_increases_with_dose_for_every_patient(il2):
