@@ -8,17 +8,20 @@ the benchmark's reference priors (in models/friberg.toml). The ODE goes through 
 diffrax path by default (``--ode-method ode``, what fits of this model use; chains run
 sequentially: parallel chains fail with diffrax in this stack, see ../shared/STACK.md), or the
 batched Rodas4 path (``--ode-method rodas``: measured 250 ms per gradient against diffrax's
-48 ms on this non-stiff model).
+48 ms on this non-stiff model). On the diffrax path the default tolerances are relative 1e-5
+and one absolute tolerance per state (see ``--atol``).
 
 The script first checks the model against the noise-free values in the data file's CP column
 at the true individual parameters, times the log density and its gradient, then runs NUTS with
 the requested settings and prints wall time, min bulk ESS over population parameters, ESS/s,
-max R-hat, divergences, and the wall time the goal settings (4 chains x (500 + 1,000)) would
-take at the measured cost per iteration.
+max R-hat, divergences, leapfrog steps per draw, and the wall time the goal settings (4 chains
+x (500 + 1,000)) would take at the measured cost per iteration (and, before NUTS, at 31, 63
+and 127 leapfrog steps per iteration from the measured gradient).
 
     .venv/bin/python benchmarks/bench_fit_friberg.py [--data-dir ../shared/benchmarks]
         [--chains 4] [--warmup 500] [--samples 1000] [--ode-method rodas|ode]
-        [--solver tsit5] [--rtol R] [--chain-method parallel|sequential]
+        [--solver tsit5] [--rtol R] [--atol A[,A...]] [--checkpoints N]
+        [--chain-method parallel|sequential|vectorized]
 
 Writes benchmarks/results/bench_fit_friberg.json.
 """
@@ -72,8 +75,12 @@ def main() -> int:
     ap.add_argument("--ode-method", choices=["rodas", "ode"], default="ode")
     ap.add_argument("--solver", default="tsit5", help="diffrax solver (--ode-method ode)")
     ap.add_argument("--rtol", type=float, default=None,
-                    help="default 1e-4 (rodas, as fits use) or 1e-6 (ode)")
-    ap.add_argument("--atol", type=float, default=None)
+                    help="default 1e-4 (rodas, as fits use) or 1e-5 (ode)")
+    ap.add_argument("--atol", default=None,
+                    help="one value or one per state, comma-separated (ode default: 1e-3 mg on "
+                         "depot, central, peripheral and 1e-6/nL on the five cell states)")
+    ap.add_argument("--checkpoints", type=int, default=None,
+                    help="ode: reverse-pass checkpoints per interval (default diffrax's)")
     ap.add_argument("--chain-method", default=None, help="parallel | sequential | vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_friberg.json")
@@ -84,13 +91,23 @@ def main() -> int:
         import numpyro
 
         numpyro.set_host_device_count(args.chains)
+    atol = None
+    if args.atol is not None:
+        atol = [float(a) for a in args.atol.split(",")]
+        atol = atol[0] if len(atol) == 1 else atol
     if args.ode_method == "rodas":
         solver = {"method": "rodas", "rtol": args.rtol or 1e-4}
     else:
-        solver = {"method": "ode", "solver": args.solver, "rtol": args.rtol or 1e-6,
-                  "atol": args.atol or 1e-8}
-    if args.atol is not None:
-        solver["atol"] = args.atol
+        # The drug amounts are thousands of mg and the cells about 5/nL: one absolute
+        # tolerance per state (1e-3 mg, 1e-6/nL) with relative 1e-5 keeps the model within
+        # 1e-5 of the file's noise-free values (tests/test_engine_ode_speed.py) at about 20%
+        # fewer steps than rtol 1e-6, atol 1e-8 on every state (same accuracy there).
+        solver = {"method": "ode", "solver": args.solver, "rtol": args.rtol or 1e-5,
+                  "atol": [1e-3] * 3 + [1e-6] * 5}
+        if args.checkpoints is not None:
+            solver["checkpoints"] = args.checkpoints
+    if atol is not None:
+        solver["atol"] = atol
     pm, model, dataset, events = prepare("friberg", data, solver_options=solver)
     res: dict = {"benchmark": "friberg_multiple_dose, friberg user ODE, 9x9 IIV",
                  "solver": solver, "n_subjects": pm.n_subjects, "n_obs": len(pm.obs.dv),
@@ -123,6 +140,10 @@ def main() -> int:
                 "compile_log_density_s": c1, "compile_gradient_s": c2})
     print(f"latent dimension {x0.size}; log density {1e3 * t_ld:.1f} ms, gradient "
           f"{1e3 * t_grad:.1f} ms (compile {c2:.0f} s)", flush=True)
+    for depth in (5, 6, 7):
+        proj = 4 * 1500 * (2 ** depth - 1) * t_grad
+        print(f"  goal settings at {2 ** depth - 1} leapfrog steps per iteration (tree depth "
+              f"{depth}), chains one after another: about {proj / 60:.0f} min", flush=True)
 
     # 3. NUTS
     t0 = time.perf_counter()
@@ -145,6 +166,17 @@ def main() -> int:
         "goal_wall_s_extrapolated": wall / n_iter * goal_iter,
         "summary": s.to_dict(orient="records"), "parameters": pop,
     }
+    stats = fr.datatree["sample_stats"].to_dataset()
+    if "n_steps" in stats:
+        steps = np.asarray(stats["n_steps"])
+        res["nuts"].update({"leapfrog_steps_mean": float(steps.mean()),
+                            "leapfrog_steps_median": float(np.median(steps)),
+                            "leapfrog_steps_max": int(steps.max()),
+                            "seconds_per_gradient_in_nuts": wall / float(steps.sum())})
+        print(f"leapfrog steps per draw: mean {steps.mean():.1f}, median "
+              f"{np.median(steps):.0f}, max {steps.max()}; about "
+              f"{1e3 * wall / steps.sum():.1f} ms per step over the whole run (warm-up steps "
+              "are not counted, so this overstates it)")
     n = res["nuts"]
     print(f"NUTS {args.chains} x ({args.warmup} + {args.samples}) ({n['chain_method']}): wall "
           f"{wall:.0f} s, min bulk ESS {n['min_ess_bulk']:.0f}, ESS/s {n['ess_per_s']:.3f}, max "

@@ -97,9 +97,15 @@ def model_functions(model: Model):
 
 
 def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5",
-                     rtol: float = 1e-6, atol: float = 1e-9, max_steps: int = 4096,
-                     ss_newton_iter: int = 8):
-    """Return ``solve(ev, p, dose) -> (pred (S, O), ok (S,))`` for the ODE path."""
+                     rtol: float = 1e-6, atol=1e-9, max_steps: int = 4096,
+                     ss_newton_iter: int = 8, checkpoints: int | None = None):
+    """Return ``solve(ev, p, dose) -> (pred (S, O), ok (S,))`` for the ODE path.
+
+    ``atol`` is one absolute tolerance or one per state (state units). ``checkpoints``: the
+    number of checkpoints of diffrax's ``RecursiveCheckpointAdjoint`` per interval between
+    events (reverse mode); None: diffrax's default (about log2(max_steps), so the reverse pass
+    recomputes steps when an interval holds more).
+    """
     if solver not in SOLVERS:
         raise OptionError(f"solver={solver!r} is not available; use one of "
                           f"{', '.join(SOLVERS)}")
@@ -108,7 +114,15 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
     n_states = len(states)
     out_names = [o.name for o in model.outputs]
     solver_obj = SOLVERS[solver]()
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    atol_a = np.asarray(atol, dtype=float)
+    if atol_a.ndim == 1 and atol_a.shape != (n_states,):
+        raise OptionError(f"atol has {atol_a.size} values; model {model.name} has {n_states} "
+                          f"states ({', '.join(states)}): give one value or one per state")
+    if atol_a.ndim > 1 or not np.all(atol_a > 0):
+        raise OptionError(f"atol must be positive: one value or one per state, got {atol}")
+    controller = diffrax.PIDController(rtol=rtol, atol=float(atol_a) if atol_a.ndim == 0
+                                       else jnp.asarray(atol_a))
+    default_adjoint = diffrax.RecursiveCheckpointAdjoint(checkpoints=checkpoints)
 
     # static structure: which event categories exist at all
     mask = np.asarray(events.dose_mask)
@@ -129,10 +143,10 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
 
     def integrate(y0, t0, t1, p, rates, adjoint=None):
         t1 = jnp.maximum(t1, t0)
-        kwargs = {} if adjoint is None else {"adjoint": adjoint}
         sol = diffrax.diffeqsolve(term, solver_obj, t0, t1, None, y0, args=(p, rates),
                                   saveat=diffrax.SaveAt(t1=True), stepsize_controller=controller,
-                                  max_steps=max_steps, throw=False, **kwargs)
+                                  max_steps=max_steps, throw=False,
+                                  adjoint=default_adjoint if adjoint is None else adjoint)
         return sol.ys[-1], sol.result == diffrax.RESULTS.successful
 
     def init_state(p):
@@ -245,7 +259,7 @@ def make_ode_predict(model: Model, events: EventArrays, *, solver: str = "tsit5"
         y_ss = y_star - jnp.linalg.solve(jac, res)
         scale = jnp.maximum(jnp.max(jnp.abs(y_star)), 1.0)
         converged = (jnp.max(jnp.abs(jax.lax.stop_gradient(res)))
-                     <= max(100 * rtol, 1e-6) * scale + 100 * atol)
+                     <= max(100 * rtol, 1e-6) * scale + 100 * float(np.max(atol_a)))
         ok = ok & converged & jnp.all(jnp.isfinite(y_ss))
         return y_ss, run_rate, ok
 

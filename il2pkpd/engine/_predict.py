@@ -99,9 +99,9 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
 
 
 def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
-                    solver: str = "tsit5", rtol: float = 1e-6, atol: float | None = None,
+                    solver: str = "tsit5", rtol: float = 1e-6, atol=None,
                     max_steps: int = 4096, ss_newton_iter: int = 8,
-                    diff_params=None) -> PredictFn:
+                    diff_params=None, checkpoints: int | None = None) -> PredictFn:
     """Build ``f(params) -> (pred, ok)`` for *model* on *events*.
 
     Parameters
@@ -119,8 +119,9 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         diffrax solver for the ODE path: ``tsit5``, ``dopri5``, ``dopri8``, ``kvaerno3``,
         ``kvaerno5``, ``kencarp4`` (stiff: the Kvaerno/KenCarp ones).
     rtol, atol : float
-        Step-size controller tolerances (atol in amount units; default 1e-9 on the diffrax
-        path, the model's own per-state tolerances on the ``rodas`` path).
+        Step-size controller tolerances; ``atol`` (state units) is one value or one per state
+        (default 1e-9 on the diffrax path, the model's own per-state tolerances on the
+        ``rodas`` path).
     max_steps : int
         Most steps per interval between events.
     diff_params : sequence of str, optional
@@ -128,6 +129,9 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         zero gradient and cost nothing (see :func:`il2pkpd.engine._rodas.make_rodas_predict`).
     ss_newton_iter : int
         Newton iterations for steady-state (SS=1/2) doses on the ODE path.
+    checkpoints : int, optional
+        diffrax path: checkpoints of the reverse pass per interval between events (see
+        :func:`il2pkpd.engine._ode.make_ode_predict`).
 
     Returns
     -------
@@ -178,7 +182,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
 
     solve = make_ode_predict(model, events, solver=solver, rtol=rtol,
                              atol=1e-9 if atol is None else atol,
-                             max_steps=max_steps, ss_newton_iter=ss_newton_iter)
+                             max_steps=max_steps, ss_newton_iter=ss_newton_iter,
+                             checkpoints=checkpoints)
 
     def f_ode(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         p = _complete(model, needed, params, n_subj)
