@@ -79,6 +79,9 @@ def main() -> int:
     ap.add_argument("--atol", default=None,
                     help="one value or one per state, comma-separated (ode default: 1e-3 mg on "
                          "depot, central, peripheral and 1e-6/nL on the five cell states)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="ode: most steps per interval between events (engine default 4096); "
+                         "a solve that needs more fails and NUTS rejects the point")
     ap.add_argument("--checkpoints", type=int, default=None,
                     help="ode: reverse-pass checkpoints per interval (default diffrax's)")
     ap.add_argument("--chain-method", default=None, help="parallel | sequential | vectorized")
@@ -106,6 +109,8 @@ def main() -> int:
                   "atol": [1e-3] * 3 + [1e-6] * 5}
         if args.checkpoints is not None:
             solver["checkpoints"] = args.checkpoints
+        if args.max_steps is not None:
+            solver["max_steps"] = args.max_steps
     if atol is not None:
         solver["atol"] = atol
     pm, model, dataset, events = prepare("friberg", data, solver_options=solver)
