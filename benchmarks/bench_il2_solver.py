@@ -44,7 +44,7 @@ from scipy.integrate import solve_ivp  # noqa: E402
 
 from il2pkpd._io import atomic_write_text  # noqa: E402
 from il2pkpd.solve import Doses, make_population_fn, param_matrix, solve_population  # noqa: E402
-from il2pkpd.solve.il2 import il2_system  # noqa: E402
+from il2pkpd.solve.il2 import IL2_ATOL, il2_system  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 T_OUT = np.arange(0.0, 672.0001, 12.0)
@@ -172,6 +172,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16384, help="patients per compiled call")
     ap.add_argument("--lanes", type=int, default=1024, help="patients advanced together")
     ap.add_argument("--rtol", type=float, nargs="+", default=[3e-5, 2e-5])
+    ap.add_argument("--atol-amounts", type=float, default=1e-4,
+                    help="absolute tolerance of the three IL-2 amounts (IU; model default "
+                         "1e-3): IL-2 troughs near the 1e-3 IU/mL floor set the max error")
     ap.add_argument("--dtype", nargs="+", default=["float32", "float64"],
                     choices=["float32", "float64"], help="precision of the il2pkpd solves")
     ap.add_argument("--grad-rtol", type=float, default=1e-5, help="rtol of the gradient check")
@@ -205,14 +208,16 @@ def main() -> None:
     print(f"scipy reference: {args.n_ref} patients in {result['reference']['seconds']:.1f} s")
 
     # il2pkpd.solve ---------------------------------------------------------------------------
+    atol = (args.atol_amounts,) * 3 + tuple(IL2_ATOL[3:])
+    result["atol"] = list(atol)
     result["il2pkpd_solve"] = []
     for dtype, rtol in ((d, r) for d in args.dtype for r in args.rtol):
         def run(rtol=rtol, dtype=dtype):
             return solve_population(system, pars, doses, T_OUT, rtol=rtol, dtype=dtype,
-                                    chunk_size=args.chunk, lanes=args.lanes).outputs
+                                    atol=atol, chunk_size=args.chunk, lanes=args.lanes).outputs
         t0 = time.perf_counter()
         sol = solve_population(system, pars, doses, T_OUT, rtol=rtol, chunk_size=args.chunk,
-                               lanes=args.lanes, dtype=dtype)
+                               lanes=args.lanes, dtype=dtype, atol=atol)
         jax.block_until_ready(sol.outputs)
         first = time.perf_counter() - t0
         cpu = []
