@@ -72,13 +72,19 @@ def test_per_patient_schedules_match_individual_solves():
         np.testing.assert_allclose(np.asarray(both.outputs[i, 0]), ref, rtol=1e-6, atol=1e-10)
 
 
-def test_il2_population_with_variability_matches_scipy():
-    system = il2_system()
-    rng = np.random.default_rng(7)
-    n = 3
+def varied_il2_params(n, seed=7):
+    """*n* patients with log-normal variability (SD 0.3) around the IL-2 defaults."""
+    rng = np.random.default_rng(seed)
     params = {k: v * np.exp(0.3 * rng.standard_normal(n)) for k, v in DEFAULTS.items()}
     params["F1"] = np.minimum(params["F1"], 1.0)
     params["IMAX"] = np.minimum(params["IMAX"], 0.95)
+    return params
+
+
+def test_il2_population_with_variability_matches_scipy():
+    system = il2_system()
+    n = 3
+    params = varied_il2_params(n)
     t = np.arange(0.0, 672.0001, 12.0)
     regimen = [(24.0 * k, 1e6, "sc", 0.0) for k in range(5)]
     doses = Doses(24.0 * np.arange(5), np.full(5, 1e6), np.ones(5, int))
@@ -158,11 +164,8 @@ def test_float32_il2_population_matches_scipy_and_decays_without_underflow():
     IL-2 decays to subnormal float32 values weeks after the last dose (a fast-clearing patient
     measured to fail before the Jacobian's concentration threshold)."""
     system = il2_system()
-    rng = np.random.default_rng(7)
     n = 3
-    params = {k: v * np.exp(0.3 * rng.standard_normal(n)) for k, v in DEFAULTS.items()}
-    params["F1"] = np.minimum(params["F1"], 1.0)
-    params["IMAX"] = np.minimum(params["IMAX"], 0.95)
+    params = varied_il2_params(n)
     fast = {'CL': 6.248133523741239, 'V1': 5.605459600898081, 'Q': 1.3159521979821092,
             'V2': 3.2468782072454796, 'KA': 0.39014156131723093, 'F1': 0.4076073103375477,
             'TLAG1': 0.3364322669291428, 'VMAX': 34275.617577108875, 'KM': 2.3962935643448238,
