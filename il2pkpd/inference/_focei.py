@@ -30,8 +30,11 @@ population model per iteration and no nested optimisation):
    current theta.
 2. ``V(theta, phi) = U + 1/2 sum_i log det(D_i + Omega^-1)`` is minimised jointly; the
    correction depends on theta through Omega and the residual SDs only, at no model solve.
-3. Rounds repeat from the new point until both the objective and the population parameters
-   settle (``rtol_rounds``, ``theta_tol``).
+3. Rounds repeat from the new point until the population parameters settle (no
+   unconstrained one moves by ``theta_tol`` between rounds), or the objective does
+   (``rtol_rounds``). The parameters are the iterate of this fixed-point scheme; the objective
+   is a weaker signal, because each refreshed finite-difference curvature shifts V by its
+   noise even when theta no longer moves.
 
 This converges to a fixed point of the frozen-curvature scheme, not exactly to the minimum of
 ``U_marg``: the dependence of ``D_i`` on theta through ``phi_i`` (the individual predictions)
@@ -83,8 +86,9 @@ class FoceiResult:
     rounds, iterations : int
         Curvature updates and total L-BFGS iterations.
     converged : bool
-        True when the rounds settled (objective change below ``rtol_rounds (1 + |V|)`` AND no
-        unconstrained population parameter moved by ``theta_tol`` or more) and the last
+        True when the rounds settled (no unconstrained population parameter moved by
+        ``theta_tol`` or more, or the objective changed by less than ``rtol_rounds (1 + |V|)``
+        between the last two rounds) and the last
         L-BFGS run ended with a gradient norm within 10 x ``tol``.
     status : str
         ``converged``, ``rounds exhausted``, ``rounds settled but L-BFGS did not meet the
@@ -153,6 +157,16 @@ def location_information(f, sa, sp, is_log, blq, lloq):
     dz = (1.0 + jnp.where(is_log, 0.0, z * sp ** 2 * f / s)) / s     # -dz/dm
     info_c = lam * (z + lam) * dz ** 2
     return jnp.where(blq, info_c, jnp.where(is_log, info_l, info_n))
+
+
+def rounds_settled(v_change, v, moved, rtol_rounds, theta_tol):
+    """Whether the rounds have settled: theta (the iterate of the fixed-point scheme) moved by
+    less than *theta_tol*, or V changed by less than ``rtol_rounds (1 + |V|)``.
+
+    Not both: refreshing the finite-difference curvature shifts V by its noise (0.03-0.06 on
+    the bundled IL-2 trial, with rtol 1e-4 ODE solves) even when theta no longer moves.
+    """
+    return abs(v_change) < rtol_rounds * (1.0 + abs(v)) or moved < theta_tol
 
 
 def _centred(pm):
@@ -231,6 +245,10 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
     phi_pos = np.nonzero(is_phi)[0].reshape(n_subj, n_iiv) if n_iiv else np.zeros((n_subj, 0),
                                                                                  int)
     theta_pos = np.nonzero(~is_phi)[0]
+    labels = np.asarray(ravel_pytree({k: np.arange(np.size(v)) for k, v in
+                                      info.param_info.z.items()})[0])
+    site_of = [k for k in sorted(info.param_info.z) for _ in range(np.size(info.param_info.z[k]))]
+    theta_names = [f"{site_of[j]}[{int(labels[j])}]" for j in theta_pos]
 
     def omega_matrix(x):
         """Omega in phi's column order (block order)."""
@@ -361,8 +379,11 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
         x, v_val, gnorm = x_new, v_new, g_new
         theta = np.asarray(x)[theta_pos]
         moved = float(np.max(np.abs(theta - theta_prev))) if theta.size else 0.0
+        if log is not None and theta.size and rounds > 1:
+            j = int(np.argmax(np.abs(theta - theta_prev)))
+            log(f"   moved {moved:.3g} ({theta_names[j]}), objective change {v_val - v_prev:.3g}")
         theta_prev = theta
-        settled = abs(v_val - v_prev) < rtol_rounds * (1.0 + abs(v_val)) and moved < theta_tol
+        settled = rounds_settled(v_val - v_prev, v_val, moved, rtol_rounds, theta_tol)
         v_prev = v_val
         if settled or not n_iiv:
             status = ("converged" if gnorm <= tol * 10
