@@ -176,7 +176,7 @@ def _centred(pm):
     return dataclasses.replace(pm, spec=dataclasses.replace(pm.spec, centred=True))
 
 
-def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
+def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 10,
                   max_iter: int = 300, tol: float = 1e-5, rtol_rounds: float = 1e-6,
                   theta_tol: float = 5e-3, fd_step: float = 1e-2, hess_step: float = 1e-3,
                   log=None):
@@ -193,7 +193,8 @@ def run_focei(pm, obs, *, seed: int = 0, draws: int = 1000, max_rounds: int = 6,
     draws : int
         Draws from the Gaussian approximation.
     max_rounds : int
-        Most curvature updates.
+        Most curvature updates (the bundled IL-2 trial settles in 6; later rounds are cheap, a
+        few L-BFGS iterations each).
     max_iter : int
         L-BFGS iterations per round.
     tol : float
