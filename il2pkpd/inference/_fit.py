@@ -178,6 +178,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
     from il2pkpd.inference._posthoc import posthoc_datasets, repair_numpyro_submodules
 
     obs = pm.observed
+    site_dims = pm.iiv_site_dims()  # z / phi -> (IIV dimension, its parameter names)
     samples = {k: v for k, v in samples.items() if keep_site(k)}
     n_chain, n_draw = next(iter(samples.values())).shape[:2]
     flat = {k: jnp.reshape(v, (n_chain * n_draw, *v.shape[2:])) for k, v in samples.items()}
@@ -195,7 +196,7 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
     else:
         ll = np.asarray(log_likelihood(pm, flat, obs=obs, batch_ndims=1)["DV"]).reshape(
             n_chain, n_draw, -1)
-        dims = {"DV": ["obs"], "z": ["subject", "iiv"], "phi": ["subject", "iiv"]}
+        dims = {"DV": ["obs"], **{k: ["subject", d] for k, (d, _) in site_dims.items()}}
         for k in samples:
             if k.startswith("ind_"):
                 dims[k] = ["subject"]
@@ -220,11 +221,15 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
         if "subject" in ds.dims:
             ds = ds.assign_coords(subject=ids)
             changed = True
-        for d in list(ds.dims):
-            if d.startswith(("z_dim", "phi_dim")) or d == "iiv":
-                if ds.sizes[d] == len(pm.spec.iiv):
-                    ds = ds.rename({d: "iiv"}).assign_coords(iiv=list(pm.spec.iiv))
-                    changed = True
+        for site, (dim, labels) in site_dims.items():
+            if site not in ds.data_vars:
+                continue
+            d = next((d for d in ds[site].dims if d not in ("chain", "draw", "subject")), None)
+            if d is not None and ds.sizes[d] == len(labels):
+                if d != dim:
+                    ds = ds.rename({d: dim})
+                ds = ds.assign_coords({dim: list(labels)})
+                changed = True
         if "obs" in ds.dims and "obs" not in ds.coords:
             ds = ds.assign_coords(obs=np.arange(ds.sizes["obs"]))
             changed = True

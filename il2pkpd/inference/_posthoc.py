@@ -6,8 +6,8 @@ gradient for ODE models). They are rebuilt here, once, from the saved draws, by 
 population model's own building blocks (:meth:`PopulationModel.typical_values`,
 :meth:`~PopulationModel.covariate_terms`, :meth:`~PopulationModel.random_effects`) under
 :func:`numpyro.handlers.substitute` with each draw's values, so that they follow every
-parametrization (non-centred ``z``, centred ``phi``), covariance structure (diagonal or block)
-and covariate model exactly as the fit did.
+parametrization (non-centred ``z``, centred ``phi``, or both: mixed), covariance structure
+(diagonal or block) and covariate model exactly as the fit did.
 
 - ``eta_<P>`` (chain, draw, subject), every draw: the random effect of IIV parameter ``P`` on
   its IIV scale, ``eta = transform(P_i) - (transform(TV) + covariate term)`` with transform
@@ -309,12 +309,16 @@ def _is_log(pm: PopulationModel) -> np.ndarray:
 def _dataset(values: dict, pm: PopulationModel, draws: np.ndarray | None = None) -> xr.Dataset:
     """Arrays (chain, draw, ...) -> Dataset with the fit's dimension names."""
     ids = np.asarray(pm.ids)
+    site_dims = pm.iiv_site_dims()
     data = {}
+    iiv_coords = {}
     for name, arr in values.items():
         arr = np.asarray(arr)
         extra = arr.shape[2:]
-        if name in ("z", "phi") and len(extra) == 2:
-            dims = ["subject", "iiv"]
+        if name in site_dims and len(extra) == 2:
+            dim, labels = site_dims[name]
+            dims = ["subject", dim]
+            iiv_coords[dim] = list(labels)
         elif name.startswith(("ind_", "eta_")) and len(extra) == 1:
             dims = ["subject"]
         elif name in ("pred", "ipred", "DV") and len(extra) == 1:
@@ -327,8 +331,7 @@ def _dataset(values: dict, pm: PopulationModel, draws: np.ndarray | None = None)
               "draw": np.arange(ds.sizes["draw"]) if draws is None else np.asarray(draws)}
     if "subject" in ds.dims:
         coords["subject"] = ids
-    if "iiv" in ds.dims:
-        coords["iiv"] = list(pm.spec.iiv)
+    coords.update({d: v for d, v in iiv_coords.items() if d in ds.dims})
     if "obs" in ds.dims:
         coords["obs"] = np.arange(ds.sizes["obs"])
     return ds.assign_coords(coords)

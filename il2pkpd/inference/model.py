@@ -9,7 +9,9 @@ Sample sites: typical values by parameter name; ``omega_<P>``; ``L_omega_<k>`` (
 of block k's correlation matrix, LKJ prior) with deterministic ``corr_<A>_<B>``;
 ``beta_<P>_<COV>``; ``sigma_<output>``; ``z`` (standard normal, subject x IIV, non-centred;
 with ``parametrization = "centred"`` instead ``phi``, the individual parameters on the log
-(logit, identity) scale, ``phi_i ~ MVN(log TV + covariate terms, Omega)``);
+(logit, identity) scale, ``phi_i ~ MVN(log TV + covariate terms, Omega)``; a mixed
+parametrization has both, ``phi`` over the centred and ``z`` over the other IIV parameters,
+columns as :meth:`PopulationModel.iiv_layout`);
 deterministic ``ind_<P>`` (individual parameters, subject) for parameters that vary between
 subjects; the observed site ``DV`` (obs).
 """
@@ -134,44 +136,100 @@ class PopulationModel:
         spec = self.spec
         if not spec.iiv:
             return None
+        # centred members of each block first (their marginal is the leading sub-block of
+        # the Cholesky factor); the same order as the block when all or none are centred
+        orders, phi_names, z_names = self.iiv_layout()
         omega = {p: numpyro.sample(f"omega_{p}", spec.omega_priors[f"omega_{p}"].to_numpyro(
             "positive")) for p in spec.iiv}
         scale_tril = []
-        for k, block in enumerate(spec.blocks):
-            om = jnp.stack([omega[p] for p in block])
-            if len(block) == 1:
+        for k, (block, order) in enumerate(zip(spec.blocks, orders, strict=True)):
+            om = jnp.stack([omega[p] for p in order])
+            if len(order) == 1:
                 scale_tril.append(om[:, None])
                 continue
             L = numpyro.sample(f"L_omega_{k + 1}",
-                               dist.LKJCholesky(len(block), spec.lkj_concentration))
+                               dist.LKJCholesky(len(order), spec.lkj_concentration))
             corr = L @ L.T
-            for i in range(len(block)):
-                for j in range(i + 1, len(block)):
-                    numpyro.deterministic(f"corr_{block[i]}_{block[j]}", corr[i, j])
+            for i in range(len(order)):
+                for j in range(i + 1, len(order)):
+                    a, b = sorted((order[i], order[j]), key=block.index)
+                    numpyro.deterministic(f"corr_{a}_{b}", corr[i, j])
             scale_tril.append(om[:, None] * L)
-        n_iiv = len(spec.iiv)
-        block_order = [p for b in spec.blocks for p in b]
-        if spec.centred:
-            # phi_i = transformed individual parameter ~ MVN(location_i, Omega): the typical
+        n = self.n_subjects
+        centred = set(phi_names)
+        if phi_names:
+            # phi_i = transformed individual parameter ~ MVN(location_i, Omega_CC): the typical
             # value is then nearly independent of the individual values a posteriori
-            loc = jnp.stack([self._location(p, tv, terms) for p in block_order], axis=1)
-            tril = block_diag(*scale_tril)
-            with numpyro.plate("subject", self.n_subjects):
+            loc = jnp.stack([self._location(p, tv, terms) for p in phi_names], axis=1)
+            tril = block_diag(*[st[:nc, :nc] for st, nc in zip(
+                scale_tril, [sum(p in centred for p in o) for o in orders], strict=True)
+                if nc])
+            with numpyro.plate("subject", n):
                 phi = numpyro.sample("phi", dist.MultivariateNormal(loc, scale_tril=tril))
-            eta_blocks = phi - loc
-        else:
-            with numpyro.plate("subject", self.n_subjects):
-                z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([n_iiv]).to_event(1))
-            etas = []
-            start = 0
-            for st in scale_tril:
-                m = st.shape[0]
-                etas.append(z[:, start:start + m] @ st.T)
-                start += m
-            eta_blocks = jnp.concatenate(etas, axis=1)
-        # reorder from block order to iiv order
-        perm = np.array([block_order.index(p) for p in spec.iiv])
-        return eta_blocks[:, perm]
+            dev = phi - loc
+        if z_names:
+            with numpyro.plate("subject", n):
+                z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([len(z_names)]).to_event(1))
+        cols = {}
+        ic = iz = 0
+        for st, order in zip(scale_tril, orders, strict=True):
+            nc = sum(p in centred for p in order)
+            m = len(order)
+            parts = []
+            if nc:
+                d = dev[:, ic:ic + nc]
+                ic += nc
+                parts.append(d)
+            if m > nc:
+                e_n = z[:, iz:iz + m - nc] @ st[nc:, nc:].T
+                iz += m - nc
+                if nc:  # conditional on the centred members: S_NC S_CC^-1 (phi_C - loc_C)
+                    w = jax.scipy.linalg.solve_triangular(st[:nc, :nc], d.T, lower=True)
+                    e_n = e_n + (st[nc:, :nc] @ w).T
+                parts.append(e_n)
+            eta_block = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+            for k, p in enumerate(order):
+                cols[p] = eta_block[:, k]
+        return jnp.stack([cols[p] for p in spec.iiv], axis=1)
+
+    def iiv_layout(self) -> tuple[tuple[tuple[str, ...], ...], tuple[str, ...], tuple[str, ...]]:
+        """How the random effects are sampled.
+
+        Returns
+        -------
+        orders : tuple of tuple of str
+            Each block of ``spec.blocks`` with its centred members first (the order of its
+            ``L_omega_<k>`` rows and columns).
+        phi_names : tuple of str
+            Columns of the ``phi`` site (centred individual parameters), empty if none.
+        z_names : tuple of str
+            Columns of the ``z`` site (standard normal), empty if none.
+        """
+        centred = set(self.spec.centred_parameters)
+        orders = tuple(tuple([p for p in b if p in centred] + [p for p in b if p not in centred])
+                       for b in self.spec.blocks)
+        phi_names = tuple(p for o in orders for p in o if p in centred)
+        z_names = tuple(p for o in orders for p in o if p not in centred)
+        return orders, phi_names, z_names
+
+    def iiv_site_dims(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """The IIV axis of the random-effect sites, for labelling draws.
+
+        Returns
+        -------
+        dict
+            ``"phi"`` and/or ``"z"`` (the sites present) -> (dimension name, parameter names
+            of the columns). The dimension is ``iiv`` when every IIV parameter has the same
+            form, else ``iiv_centred`` (``phi``) and ``iiv_noncentred`` (``z``).
+        """
+        _, phi_names, z_names = self.iiv_layout()
+        mixed = bool(phi_names) and bool(z_names)
+        out = {}
+        if phi_names:
+            out["phi"] = ("iiv_centred" if mixed else "iiv", phi_names)
+        if z_names:
+            out["z"] = ("iiv_noncentred" if mixed else "iiv", z_names)
+        return out
 
     def covariate_terms(self) -> dict:
         """Sample covariate coefficients; returns parameter -> per-subject term.

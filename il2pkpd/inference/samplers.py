@@ -139,19 +139,24 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
     x0, unravel = ravel_pytree(x0_tree)
     potential_fn = info.potential_fn
 
-    spec = pm.spec
     n_subj = pm.n_subjects
 
+    orders, _, z_names = pm.iiv_layout()
+
     def centred_correction(x):
-        # log |d eta / d z| over subjects: turns the non-centred joint density into the centred
-        # one, whose mode is the usual joint MAP (the non-centred mode inflates the IIV SDs)
-        if not centred or not spec.iiv or spec.centred:
+        # log |d eta / d z| over subjects (the non-centred part S_NN of each block's Cholesky
+        # factor S = diag(omega) L): turns the non-centred (or mixed) joint density into the
+        # centred one, whose mode is the usual joint MAP (the non-centred mode inflates the IIV
+        # SDs)
+        if not centred or not z_names:
             return 0.0
         c = info.postprocess_fn(unravel(x))
-        total = sum(jnp.log(c[f"omega_{p}"]) for p in spec.iiv)
-        for k, b in enumerate(spec.blocks):
-            if len(b) > 1:
-                total = total + jnp.sum(jnp.log(jnp.diagonal(c[f"L_omega_{k + 1}"])))
+        total = sum(jnp.log(c[f"omega_{p}"]) for p in z_names)
+        for k, order in enumerate(orders):
+            rows = [i for i, p in enumerate(order) if p in z_names]
+            if len(order) > 1 and rows:
+                diag = jnp.diagonal(c[f"L_omega_{k + 1}"])
+                total = total + jnp.sum(jnp.log(diag[np.asarray(rows)]))
         return n_subj * total
 
     def f(x):

@@ -20,6 +20,9 @@ Schema (every key optional)::
     parametrization = "noncentred"  # or "centred": sample the individual log parameters
                                     # phi_i ~ MVN(log TV + covariate terms, Omega) (better when
                                     # every subject is rich in data; MAP then degenerates)
+    # or mixed: centre the parameters the data pin down in every subject, the others
+    # non-centred given them (same model, different sampler geometry; see below):
+    # parametrization = { centred = ["CL", "V1"] }   # or { noncentred = ["Q", "V2"] }
     fix = { KA = 0.3 }              # hold parameters at values (same as a "fixed" prior)
     estimate = ["CL", "V1"]         # optional: estimate only these (others fixed at default)
 
@@ -47,6 +50,20 @@ Individual parameters, for subject i with covariates x_i and random effects eta_
 - domain real: ``P_i = TV + h(x_i) + eta_i`` with ``h = beta (x - ref)`` (linear / exponential
   is not allowed) or ``beta_l`` (categorical);
 - domain unit_interval: ``logit(P_i) = logit(TV) + eta_i`` (no covariates).
+
+IIV parametrizations (all define the same model; they differ in what NUTS samples). With
+``Omega = S S^T``, ``S = diag(omega) L`` per block: non-centred samples ``z_i ~ N(0, I)``,
+``eta_i = S z_i`` (good when subjects say little about their parameters: high shrinkage);
+centred samples ``phi_i ~ MVN(loc_i, Omega)`` (good when they say much: low shrinkage). Mixed,
+with a block ordered centred parameters C first then non-centred N (correlations keep their
+names ``corr_<A>_<B>``, A before B in model order)::
+
+    phi_iC ~ MVN(loc_iC, S_CC S_CC^T)              # sample site phi (subject, C)
+    z_iN ~ N(0, I)                                  # sample site z (subject, N)
+    eta_iN = S_NC S_CC^-1 (phi_iC - loc_iC) + S_NN z_iN
+
+i.e. the non-centred parameters are non-centred conditionally on the centred ones. Choose the
+centred parameters from the eta-shrinkage of a first fit (low shrinkage: centred).
 
 Residual error per output, with prediction ``f`` and observation ``y``: additive
 ``y ~ N(f, s)``, proportional ``y ~ N(f, s |f|)``, combined ``y ~ N(f, sqrt(sa^2 + (sp f)^2))``,
@@ -190,6 +207,24 @@ class PopulationSpec:
     residuals: tuple[ResidualSpec, ...]
     centred: bool = False
     extra_priors: dict[str, Prior] = field(default_factory=dict)
+    centred_iiv: tuple[str, ...] = ()
+
+    @property
+    def centred_parameters(self) -> tuple[str, ...]:
+        """IIV parameters sampled centred (as ``phi``), in ``iiv`` order: every one when
+        ``centred`` is true (``centred_iiv`` is then ignored), else those in ``centred_iiv``
+        (a mixed parametrization; empty: fully non-centred)."""
+        if self.centred:
+            return self.iiv
+        return tuple(p for p in self.iiv if p in self.centred_iiv)
+
+    @property
+    def parametrization(self) -> str:
+        """``"centred"``, ``"noncentred"`` or ``"mixed"`` (some IIV parameters centred)."""
+        c = self.centred_parameters
+        if not self.iiv or not c:
+            return "noncentred"
+        return "centred" if len(c) == len(self.iiv) else "mixed"
 
     @property
     def estimated(self) -> tuple[str, ...]:
@@ -243,6 +278,13 @@ class PopulationSpec:
             lines.append("fixed: " + ", ".join(f"{k}={v:g}" for k, v in self.fixed.items()))
         blocks = ["[" + " ".join(b) + "]" for b in self.blocks]
         lines.append("IIV (log-normal): " + (" ".join(blocks) if blocks else "none"))
+        if self.iiv:
+            kind = self.parametrization
+            if kind == "mixed":
+                kind += (" (centred: " + ", ".join(self.centred_parameters) + "; non-centred: "
+                         + ", ".join(p for p in self.iiv if p not in self.centred_parameters)
+                         + ")")
+            lines.append(f"IIV parametrization: {kind}")
         for c in self.covariates:
             lines.append(f"covariate: {c.parameter} ~ {c.covariate} ({c.model}, "
                          f"ref {c.reference:g}, {c.prior.text()})")
@@ -466,11 +508,8 @@ def build_spec(
     if isinstance(lkj, bool) or not isinstance(lkj, int | float) or not lkj > 0:
         raise ModelFileError(f"{where} lkj_concentration: expected a number > 0, got {lkj!r}.")
 
-    param = str(pop.get("parametrization", "noncentred")).lower().replace("-", "")
-    param = param.replace("centered", "centred")
-    if param not in ("centred", "noncentred"):
-        raise ModelFileError(f"{where} parametrization: '{pop['parametrization']}' is not "
-                             "allowed; use 'noncentred' (default) or 'centred'.")
+    centred, centred_iiv = _parametrization(pop.get("parametrization", "noncentred"), iiv,
+                                            names, where)
 
     # --- covariates -------------------------------------------------------------------------
     raw_cov = covariates if covariates is not None else fit_spec.get("covariates") or {}
@@ -502,9 +541,53 @@ def build_spec(
     spec = PopulationSpec(
         parameters=tuple(params), priors=pr, iiv=iiv, blocks=tuple(blocks),
         omega_priors=omega_priors, lkj_concentration=float(lkj), covariates=tuple(effects),
-        residuals=tuple(residuals), centred=param == "centred",
+        residuals=tuple(residuals), centred=centred, centred_iiv=centred_iiv,
     )
     return apply_prior_overrides(spec, priors or {}, cli=cli)
+
+
+def _parametrization_word(text: str) -> str | None:
+    w = text.strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+    w = w.replace("centered", "centred")
+    return w if w in ("centred", "noncentred") else None
+
+
+def _parametrization(value, iiv: tuple[str, ...], names: Sequence[str], where: str
+                     ) -> tuple[bool, tuple[str, ...]]:
+    """Parse ``[population] parametrization``; returns (centred, centred_iiv).
+
+    Accepted: ``"noncentred"``, ``"centred"``, a table with one key ``centred`` or
+    ``noncentred`` listing IIV parameters (the other IIV parameters get the other form), or
+    the same as text, ``"centred=CL,V1"`` (the CLI's form).
+    """
+    where = f"{where} parametrization"
+    allowed = ("use \"noncentred\" (default), \"centred\", or a mixed form listing IIV "
+               "parameters, e.g. { centred = [\"CL\", \"V1\"] } (the other IIV parameters "
+               "non-centred) or { noncentred = [\"Q\", \"V2\"] }")
+    if isinstance(value, str) and "=" in value:
+        key, _, rest = value.partition("=")
+        value = {key: rest}
+    if isinstance(value, str):
+        word = _parametrization_word(value)
+        if word is None:
+            raise ModelFileError(f"{where}: '{value}' is not allowed; {allowed}.")
+        return word == "centred", ()
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ModelFileError(f"{where}: expected a word or a table with one key, got "
+                             f"{value!r}; {allowed}.")
+    (key, listed), = value.items()
+    word = _parametrization_word(str(key))
+    if word is None:
+        raise ModelFileError(f"{where}: key '{key}' is not allowed; {allowed}.")
+    listed = _names_list(listed, f"{where} {word}", names, ModelFileError)
+    for n in listed:
+        if n not in iiv:
+            raise ModelFileError(f"{where} {word}: parameter '{n}' has no inter-individual "
+                                 f"variability (iiv = {list(iiv)}); list IIV parameters only.")
+    centred = tuple(n for n in iiv if (n in listed) == (word == "centred"))
+    if iiv and len(centred) == len(iiv):
+        return True, ()
+    return False, centred
 
 
 def _covariate_effect(key, c, by_name, pr, covariate_names, mname) -> CovariateEffect:
