@@ -72,7 +72,14 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--ode-method", choices=["rodas", "ode"], default="ode")
+    ap.add_argument("--ode-method", choices=["rodas", "ode"], default="rodas")
+    ap.add_argument("--gradient", choices=["adjoint", "forward"], default="adjoint",
+                    help="rodas: discrete adjoint (default) or forward-mode Jacobian")
+    ap.add_argument("--history", type=int, default=None,
+                    help="rodas adjoint: most solver iterations per subject (default 4096); "
+                         "a subject needing more fails and NUTS rejects the point")
+    ap.add_argument("--init", choices=["median", "map"], default="median")
+    ap.add_argument("--target-accept", type=float, default=0.8)
     ap.add_argument("--solver", default="tsit5", help="diffrax solver (--ode-method ode)")
     ap.add_argument("--rtol", type=float, default=None,
                     help="default 1e-4 (rodas, as fits use) or 1e-5 (ode)")
@@ -84,7 +91,9 @@ def main() -> int:
                          "a solve that needs more fails and NUTS rejects the point")
     ap.add_argument("--checkpoints", type=int, default=None,
                     help="ode: reverse-pass checkpoints per interval (default diffrax's)")
-    ap.add_argument("--chain-method", default=None, help="parallel | sequential | vectorized")
+    ap.add_argument("--chain-method", default="parallel",
+                    help="parallel (default: one JAX CPU device per chain) | sequential | "
+                         "vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_friberg.json")
     args = ap.parse_args()
@@ -98,15 +107,27 @@ def main() -> int:
     if args.atol is not None:
         atol = [float(a) for a in args.atol.split(",")]
         atol = atol[0] if len(atol) == 1 else atol
+    state_atol = [1e-3] * 3 + [1e-6] * 5
     if args.ode_method == "rodas":
-        solver = {"method": "rodas", "rtol": args.rtol or 1e-4}
+        # same per-state absolute tolerances as the diffrax path (1e-3 mg, 1e-6/nL)
+        solver = {"method": "rodas", "rtol": args.rtol or 1e-4, "atol": state_atol}
+        # make_predict_fn does not pass these two options on: set them as the defaults of
+        # the engine's Rodas4 path (it imports make_rodas_predict when called)
+        from functools import partial
+
+        import il2pkpd.engine._rodas as engine_rodas
+
+        rodas_kw = {"gradient": args.gradient}
+        if args.history is not None:
+            rodas_kw["history"] = args.history
+        engine_rodas.make_rodas_predict = partial(engine_rodas.make_rodas_predict, **rodas_kw)
     else:
         # The drug amounts are thousands of mg and the cells about 5/nL: one absolute
         # tolerance per state (1e-3 mg, 1e-6/nL) with relative 1e-5 keeps the model within
         # 1e-5 of the file's noise-free values (tests/test_engine_ode_speed.py) at about 20%
         # fewer steps than rtol 1e-6, atol 1e-8 on every state (same accuracy there).
         solver = {"method": "ode", "solver": args.solver, "rtol": args.rtol or 1e-5,
-                  "atol": [1e-3] * 3 + [1e-6] * 5}
+                  "atol": state_atol}
         if args.checkpoints is not None:
             solver["checkpoints"] = args.checkpoints
         if args.max_steps is not None:
@@ -114,8 +135,10 @@ def main() -> int:
     if atol is not None:
         solver["atol"] = atol
     pm, model, dataset, events = prepare("friberg", data, solver_options=solver)
+    if args.ode_method == "rodas":
+        solver.update(rodas_kw)
     res: dict = {"benchmark": "friberg_multiple_dose, friberg user ODE, 9x9 IIV",
-                 "solver": solver, "n_subjects": pm.n_subjects, "n_obs": len(pm.obs.dv),
+                 "solver": solver, "init": args.init, "n_subjects": pm.n_subjects, "n_obs": len(pm.obs.dv),
                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                              "python": sys.version.split()[0], "load_avg": os.getloadavg()},
                  "reference": "NONMEM 7.5.1 NUTS: median 6,118 s per chain (README)"}
@@ -155,6 +178,7 @@ def main() -> int:
     fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
                               samples=args.samples, seed=args.seed,
                               max_tree_depth=args.max_tree_depth, is_ode=True,
+                              init=args.init, target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
     wall = time.perf_counter() - t0

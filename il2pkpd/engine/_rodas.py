@@ -70,7 +70,8 @@ def _check_events(model: Model, ev: EventArrays) -> None:
 
 
 def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
-                       atol=None, max_steps: int = 20000, diff_params=None):
+                       atol=None, max_steps: int = 20000, diff_params=None,
+                       gradient: str = "adjoint", history: int = 4096):
     """Build ``solve(p) -> (pred (S, O), ok (S,))`` on the Rodas4 population solver.
 
     Parameters
@@ -97,7 +98,10 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
         ``solve(p: dict[str, Array (S,)]) -> (pred, ok)``; reverse-differentiable.
     """
     from il2pkpd.solve import Doses, make_population_fn
+    from il2pkpd.solve.population import make_population_vjp_fn
 
+    if gradient not in ("adjoint", "forward"):
+        raise OptionError(f"gradient={gradient!r}; use 'adjoint' or 'forward'")
     _check_events(model, events)
     system = _system(model)
     mask = np.asarray(events.dose_mask)
@@ -124,8 +128,10 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
     out_idx = np.array([system.output_names.index(n) for n in out_names])
     o_idx = out_idx[np.asarray(events.obs_output)]
 
-    f_pop = make_population_fn(system, Doses(time, amt, cmt, duration), grid, rtol=rtol,
-                               atol=atol, max_steps=max_steps)
+    doses = Doses(time, amt, cmt, duration)
+    f_pop = make_population_fn(system, doses, grid, rtol=rtol, atol=atol, max_steps=max_steps)
+    f_rev = make_population_vjp_fn(system, doses, grid, rtol=rtol, atol=atol,
+                                   max_steps=max_steps, history=history)
 
     names = system.param_names
     if diff_params is None:
@@ -167,6 +173,16 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
         return (full.at[:, jnp.asarray(diff_cols)].set(g),)
 
     solve_pm.defvjp(fwd, bwd)
+
+    def solve_adjoint(pm):
+        if diff_cols.size < len(names):         # constants of the fit: no gradient
+            keep = np.zeros(len(names), bool)
+            keep[diff_cols] = True
+            pm = jnp.where(jnp.asarray(keep), pm, jax.lax.stop_gradient(pm))
+        sol = f_rev(pm)
+        return sol.outputs, (sol.status == 0).astype(pm.dtype)
+
+    solve_fn = solve_adjoint if gradient == "adjoint" else solve_pm
     t_idx_j = jnp.asarray(t_idx)
     o_idx_j = jnp.asarray(o_idx)
 
@@ -182,7 +198,7 @@ def make_rodas_predict(model: Model, events: EventArrays, *, rtol: float = 1e-6,
                 v = 1.0 if name.startswith("F") else 0.0
             cols.append(jnp.broadcast_to(jnp.asarray(v, dtype=jnp.float64), (n,)))
         pm = jnp.stack(cols, axis=1)
-        out, ok = solve_pm(pm)
+        out, ok = solve_fn(pm)
         flat = out.reshape(n, -1)                     # (S, n_outputs * n_grid)
         pred = jnp.take_along_axis(flat, o_idx_j * grid.size + t_idx_j, axis=1)
         return pred, ok > 0.5
