@@ -7,11 +7,16 @@ impractically slow. This path hands the whole schedule to :func:`il2pkpd.solve.m
 uses its structured linear solve) and gathers each subject's observations from a time grid
 shared by all subjects.
 
-Gradients: the solver's adaptive loop is forward-differentiable only, so the solve is wrapped
-in a :func:`jax.custom_vjp` whose forward pass also computes each subject's Jacobian of the
-outputs with respect to that subject's parameters (forward mode, one pass per parameter); the
-backward pass is a contraction with that Jacobian. Reverse-mode users (NumPyro's NUTS, MAP by
-L-BFGS) get exact gradients at the cost of about one forward-mode Jacobian per gradient.
+Gradients: the solver's adaptive loop is a ``lax.while_loop``, which JAX cannot
+reverse-differentiate, so the solve is wrapped in a :func:`jax.custom_vjp`. By default
+(``gradient="adjoint"``) the forward pass stores every solver iteration and the backward pass
+walks them in reverse, pulling the cotangents back through each recomputed step (a discrete
+adjoint, :func:`il2pkpd.solve.population.make_population_vjp_fn`): about four solves per
+gradient whatever the number of parameters. ``gradient="forward"`` instead computes each
+subject's Jacobian of the outputs in the forward pass (one forward-mode pass per parameter)
+and contracts it in the backward pass. Both are the exact derivative of the discrete solution.
+Measured on the Friberg benchmark (12 subjects, 9 parameters, rtol 1e-4, CPU time): 6 ms per
+gradient with the adjoint, 17-22 ms with forward mode, 250 ms before the sparse linear solve.
 
 Supported events: bolus doses and infusions given by RATE > 0 into any compartment, with
 ``TLAG<n>`` and ``F<n>``; observations at any time. Not supported (use ``method="ode"``):
