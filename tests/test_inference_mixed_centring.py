@@ -104,6 +104,31 @@ def _l_terms(pm, point):
     return lp, lkj
 
 
+def _log_jacobian(pm, om):
+    """log |d phi / d (sampled coordinates)| of one subject, from Omega (model order): the
+    members of each block are taken centred first, then non-centred, then partially centred
+    (each group in model order); a non-centred member k contributes log s_k and a partially
+    centred one (1 - w_k) log s_k, s_k^2 being its variance given the members before it (a
+    Schur complement of Omega)."""
+    iiv = list(pm.spec.iiv)
+    c = set(pm.spec.centred_parameters)
+    pw = pm.spec.partial_weights
+    total = 0.0
+    for block in pm.spec.blocks:
+        order = ([p for p in block if p in c] + [p for p in block if p not in c and p not in pw]
+                 + [p for p in block if p in pw])
+        for r, p in enumerate(order):
+            if p in c:
+                continue
+            k = iiv.index(p)
+            prev = [iiv.index(q) for q in order[:r]]
+            var = om[k, k]
+            if prev:
+                var -= om[k, prev] @ np.linalg.solve(om[np.ix_(prev, prev)], om[prev, k])
+            total += (1.0 - pw.get(p, 0.0)) * 0.5 * np.log(var)
+    return total
+
+
 CASES = [
     # full block, centred members not first in the block: L_omega is reordered
     (POP4, {"centred": ["V1", "V2"]}, {}),
@@ -111,6 +136,11 @@ CASES = [
     (POP4, "centred=CL,V1", {}),
     # a 2x2 block with one centred member, two diagonal parameters (one centred), covariates
     ({"blocks": [["CL", "Q"]]}, {"noncentred": ["CL", "V2"]},
+     {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
+    # partially centred members after the centred ones
+    (POP4, {"centred": ["CL", "V1"], "partial": {"Q": 0.5, "V2": 0.3}}, {}),
+    # partial in a 2x2 block after a non-centred member, and on a diagonal parameter
+    ({"blocks": [["CL", "Q"]]}, {"partial": {"CL": 0.6, "V1": 0.4}},
      {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
 ]
 
@@ -121,21 +151,22 @@ def test_mixed_log_density_is_centred_plus_log_jacobian(population, parametrizat
     pm_c = _pm("centred", population, **kw)
     assert pm_m.spec.parametrization == "mixed" and pm_c.spec.parametrization == "centred"
     _, c_names, n_names = pm_m.iiv_layout()
-    assert c_names and n_names and set(c_names) | set(n_names) == set(pm_m.spec.iiv)
+    partial = pm_m.spec.partial_weights
+    assert set(c_names) | set(n_names) | set(partial) == set(pm_m.spec.iiv)
     iiv = list(pm_m.spec.iiv)
-    ci = [iiv.index(p) for p in c_names]
-    ni = [iiv.index(p) for p in n_names]
     for seed in range(3):
         point = _random_point(pm_m, seed)
-        assert point["phi"].shape == (pm_m.n_subjects, len(c_names))
-        assert point["z"].shape == (pm_m.n_subjects, len(n_names))
+        if c_names:
+            assert point["phi"].shape == (pm_m.n_subjects, len(c_names))
+        if n_names:
+            assert point["z"].shape == (pm_m.n_subjects, len(n_names))
+        for p in partial:
+            assert point[f"z_{p}"].shape == (pm_m.n_subjects,)
         vals_m = _values(pm_m, point)
         cpoint = _centred_point(pm_m, pm_c, point, vals_m)
         vals_c = _values(pm_c, cpoint)
         om = _omega_matrix(pm_m, vals_m)
-        cond = om[np.ix_(ni, ni)] - om[np.ix_(ni, ci)] @ np.linalg.solve(
-            om[np.ix_(ci, ci)], om[np.ix_(ci, ni)])
-        log_jac = 0.5 * np.linalg.slogdet(cond)[1]
+        log_jac = _log_jacobian(pm_m, om)
         # the LKJ prior is on the correlation matrix, whatever its order; its Cholesky factor
         # (the sampled coordinate) depends on the order, so the L_omega terms are compared as
         # densities of the correlation matrix
@@ -167,6 +198,15 @@ def test_all_or_none_listed_is_the_plain_form(word, listed):
     np.testing.assert_allclose(_log_density(pm, point), _log_density(ref, point), rtol=1e-12)
 
 
+@pytest.mark.parametrize("value,full", [
+    ({"partial": {"CL": 1, "V1": 1.0, "Q": 1, "V2": 1}}, "centred"),
+    ({"centred": ["CL", "V1"], "partial": {"Q": 1, "V2": 1.0}}, "centred"),
+    ({"partial": {"CL": 0, "Q": 0.0}}, "noncentred"),
+])
+def test_weights_zero_and_one_are_the_plain_forms(value, full):
+    assert _pm(value).spec == _pm(full).spec
+
+
 def test_centred_true_overrides_the_mixed_list():
     """FOCE-I's conversion (dataclasses.replace(spec, centred=True)) gives the fully centred
     model from a mixed one."""
@@ -182,7 +222,7 @@ def test_centred_true_overrides_the_mixed_list():
 def test_posthoc_eta_and_datatree_labels_of_a_mixed_fit():
     """eta_<P> from the replay equals log(ind_P) - log(TV) - covariate term for both forms;
     phi and z carry their own IIV dimensions, labelled by parameter, also in the prior group."""
-    pm = _pm({"centred": ["V1"]}, {"blocks": [["CL", "V1"]]},
+    pm = _pm({"centred": ["V1"], "partial": {"Q": 0.5}}, {"blocks": [["CL", "V1"]]},
              covariates={"cl_wt": COVARIATES["cl_wt"]})
     s = model_draws(pm, n_draw=8, seed=2)
     dt = to_datatree(pm, s, posterior_predictive=False, n_prior=20)
@@ -190,7 +230,8 @@ def test_posthoc_eta_and_datatree_labels_of_a_mixed_fit():
     assert post["phi"].dims == ("chain", "draw", "subject", "iiv_centred")
     assert list(post["phi"]["iiv_centred"].values) == ["V1"]
     assert post["z"].dims == ("chain", "draw", "subject", "iiv_noncentred")
-    assert list(post["z"]["iiv_noncentred"].values) == ["CL", "Q", "V2"]
+    assert list(post["z"]["iiv_noncentred"].values) == ["CL", "V2"]
+    assert post["z_Q"].dims == ("chain", "draw", "subject")
     wt = pm.covariates["WT"]
     loc_cl = np.log(s["CL"])[..., None] + s["beta_CL_WT"][..., None] * np.log(wt / 70.0)
     np.testing.assert_allclose(post["eta_CL"].values, np.log(s["ind_CL"]) - loc_cl, atol=1e-10)
@@ -199,22 +240,40 @@ def test_posthoc_eta_and_datatree_labels_of_a_mixed_fit():
                                    np.log(s[f"ind_{p}"]) - np.log(s[p])[..., None], atol=1e-10)
     np.testing.assert_allclose(post["eta_V1"].values,
                                s["phi"][..., 0] - np.log(s["V1"])[..., None], atol=1e-10)
-    assert "prior" in dt.children and dt["prior"]["z"].sizes["iiv_noncentred"] == 3
+    assert "prior" in dt.children and dt["prior"]["z"].sizes["iiv_noncentred"] == 2
+    assert dt["prior"]["z_Q"].dims == ("chain", "draw", "subject")
 
 
 @pytest.mark.parametrize("value,needle", [
     ({"centred": ["CL", "KX"]}, "unknown parameter 'KX'"),
     ({"centred": ["V2"]}, "parameter 'V2' has no inter-individual variability"),
-    ({"centered": ["CL"], "noncentred": ["V1"]}, "one key"),
+    ({"centered": ["CL"], "noncentred": ["V1"]}, "not both"),
     ({"middle": ["CL"]}, "key 'middle' is not allowed"),
     ("semicentred", "'semicentred' is not allowed"),
     ("centred=CL,CL", "'CL' is listed twice"),
+    ({"partial": {"Q": 1.5}}, "partial Q: expected a centring weight between 0"),
+    ({"partial": {"V2": 0.5}}, "partial: parameter 'V2' has no inter-individual"),
+    ({"partial": ["Q"]}, "partial: expected a table"),
+    ({"centred": ["CL", "Q"], "partial": {"Q": 0.5}}, "'Q' is both in centred and in partial"),
     ({"noncentred": "Q, KX"}, "unknown parameter 'KX'"),
 ])
 def test_bad_parametrization_values_name_the_problem(value, needle):
     with pytest.raises(ModelFileError, match=needle):
         prepare("two_cmt_iv", make_df(n=3), population={"iiv": ["CL", "V1", "Q"],
                                                         "parametrization": value})
+
+
+def test_cli_style_override_raises_option_error():
+    """A bad --parametrization (population override with cli=True) is an OptionError naming
+    the option and the parameter."""
+    from il2pkpd.errors import OptionError
+
+    with pytest.raises(OptionError, match="--parametrization centred: unknown parameter 'KX'"):
+        prepare("two_cmt_iv", make_df(n=3), population={"parametrization": "centred=CL,KX"},
+                cli=True)
+    pm, *_ = prepare("two_cmt_iv", make_df(n=3), population={"parametrization": "centred=CL"},
+                     cli=True)
+    assert pm.spec.centred_parameters == ("CL",) and pm.spec.parametrization == "mixed"
 
 
 def test_small_mixed_fit_recovers_the_typical_values():
@@ -235,6 +294,7 @@ def test_small_mixed_fit_recovers_the_typical_values():
     assert "corr_CL_V" in s.index
     ind = res.individual
     assert len(ind) == 24 and np.all(np.isfinite(ind.filter(like="CL").to_numpy(float)))
+    assert set(res.info["eta_shrinkage"]) == {"CL", "V"}
 
 
 def test_mixed_gradient_is_finite_and_matches_finite_differences():
@@ -260,3 +320,30 @@ def test_mixed_gradient_is_finite_and_matches_finite_differences():
         h = 1e-5
         fd = (float(f(x0 + h * d)) - float(f(x0 - h * d))) / (2 * h)
         np.testing.assert_allclose(g @ d, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_eta_shrinkage_and_suggested_parametrization():
+    """Shrinkage 1 - sd(posterior mean eta_i) / omega on constructed draws: eta_i = a_i + noise
+    with sd(a_i) = 0.95 omega (shrinkage 5%) for CL and 0.5 omega (50%) for Q."""
+    import xarray as xr
+
+    from il2pkpd.inference._fit import eta_shrinkage, suggest_parametrization
+
+    pm = _pm("noncentred", {"iiv": ["CL", "Q"], "covariance": "block"})
+    rng = np.random.default_rng(0)
+    n_s, omega = 200, 0.3
+    data = {}
+    for p, frac in (("CL", 0.95), ("Q", 0.5)):
+        a = rng.standard_normal(n_s)
+        a = (a - a.mean()) / a.std(ddof=1) * frac * omega
+        noise = rng.standard_normal((2, 500, n_s)) * 0.2
+        noise -= noise.mean(axis=(0, 1))  # posterior means exactly a
+        data[f"eta_{p}"] = (("chain", "draw", "subject"), a + noise)
+        data[f"omega_{p}"] = (("chain", "draw"), np.full((2, 500), omega))
+    shrink = eta_shrinkage(xr.Dataset(data), pm.spec)
+    np.testing.assert_allclose([shrink["CL"], shrink["Q"]], [0.05, 0.5], atol=1e-10)
+    assert suggest_parametrization(shrink, pm.spec) == {"centred": ["CL"]}
+    assert suggest_parametrization({"CL": 0.1, "Q": 0.2}, pm.spec) == "centred"
+    assert suggest_parametrization({"CL": 0.4, "Q": 0.6}, pm.spec) == "noncentred"
+    mixed = _pm({"centred": ["CL"]}, {"iiv": ["CL", "Q"], "covariance": "block"})
+    assert mixed.spec.parametrization_value() == {"centred": ["CL"]}

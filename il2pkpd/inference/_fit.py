@@ -24,7 +24,8 @@ from il2pkpd.inference.results import (
 from il2pkpd.inference.samplers import run_laplace, run_map, run_nuts, run_svi
 from il2pkpd.inference.spec import PopulationSpec, build_spec
 
-__all__ = ["fit", "fit_population_model", "prepare", "METHODS", "to_datatree", "shard_events"]
+__all__ = ["fit", "fit_population_model", "prepare", "METHODS", "to_datatree", "shard_events",
+           "eta_shrinkage", "suggest_parametrization"]
 
 METHODS = ("nuts", "map", "focei", "laplace", "svi")
 
@@ -200,6 +201,8 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
         for k in samples:
             if k.startswith("ind_"):
                 dims[k] = ["subject"]
+        for p in pm.spec.partial_weights:  # partially centred coordinates z_<P>
+            dims[f"z_{p}"] = ["subject"]
         groups = {"posterior": {k: np.asarray(v) for k, v in samples.items()},
                   "log_likelihood": {"DV": ll},
                   "observed_data": {"DV": np.asarray(obs)}}
@@ -249,6 +252,59 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
     dt.attrs.update({k: (v if isinstance(v, str | int | float) else str(v))
                      for k, v in (attrs or {}).items()})
     return dt
+
+
+#: Eta-shrinkage below which :func:`suggest_parametrization` centres a parameter.
+SHRINKAGE_CENTRED = 0.3
+
+
+def eta_shrinkage(post: xr.Dataset, spec: PopulationSpec) -> dict[str, float]:
+    """Eta-shrinkage of each IIV parameter, ``1 - sd_i(posterior mean of eta_i) / omega``.
+
+    Parameters
+    ----------
+    post : xarray.Dataset
+        Posterior with ``eta_<P>`` (chain, draw, subject) and ``omega_<P>``.
+    spec : PopulationSpec
+
+    Returns
+    -------
+    dict
+        Parameter -> shrinkage (fraction; near 0: the data determine each subject's value,
+        near 1: they say little), for the IIV parameters whose draws are present.
+    """
+    out = {}
+    for p in spec.iiv:
+        if f"eta_{p}" not in post or f"omega_{p}" not in post:
+            continue
+        eta = np.asarray(post[f"eta_{p}"].values)
+        means = eta.reshape(-1, eta.shape[-1]).mean(axis=0)
+        omega = float(np.mean(post[f"omega_{p}"].values))
+        if len(means) > 1 and omega > 0:
+            out[p] = float(1.0 - np.std(means, ddof=1) / omega)
+    return out
+
+
+def suggest_parametrization(shrinkage: Mapping[str, float], spec: PopulationSpec):
+    """The ``parametrization`` value suggested by eta-shrinkage: IIV parameters with shrinkage
+    below :data:`SHRINKAGE_CENTRED` centred, the others non-centred.
+
+    Returns
+    -------
+    str or dict
+        ``"centred"``, ``"noncentred"`` or ``{"centred": [...]}`` (model order).
+    """
+    centred = [p for p in spec.iiv if shrinkage.get(p, 1.0) < SHRINKAGE_CENTRED]
+    if len(centred) == len(spec.iiv):
+        return "centred"
+    return {"centred": centred} if centred else "noncentred"
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return "{ " + ", ".join(f"{k} = [" + ", ".join(f'"{p}"' for p in v) + "]"
+                            for k, v in value.items()) + " }"
 
 
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
@@ -434,6 +490,19 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
         msgs.append(f"the Hessian at the FOCE-I mode had {info['hessian']['clipped']} "
                     "non-positive eigenvalue(s), floored: some parameters are not identified "
                     "by the data (their intervals are unreliable).")
+    if pm.spec.iiv and method in ("nuts", "focei", "svi", "laplace"):
+        shrink = eta_shrinkage(post, pm.spec)
+        if shrink:
+            info["eta_shrinkage"] = shrink
+            suggestion = suggest_parametrization(shrink, pm.spec)
+            info["suggested_parametrization"] = suggestion
+            slow = any("R-hat" in m or "effective sample size" in m for m in msgs)
+            if method == "nuts" and slow and suggestion != pm.spec.parametrization_value():
+                msgs.append(
+                    "the IIV parametrization may slow the sampler: eta-shrinkage "
+                    + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shrink.items())
+                    + f"; try [population] parametrization = {_toml(suggestion)} (centred "
+                    f"where shrinkage is below {100 * SHRINKAGE_CENTRED:.0f}%).")
     info["total_seconds"] = time.perf_counter() - t0
     return FitResult(datatree=dt, summary=summary, individual=individual, method=method,
                      info=info, warnings=msgs)

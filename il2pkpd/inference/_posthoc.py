@@ -319,7 +319,8 @@ def _dataset(values: dict, pm: PopulationModel, draws: np.ndarray | None = None)
             dim, labels = site_dims[name]
             dims = ["subject", dim]
             iiv_coords[dim] = list(labels)
-        elif name.startswith(("ind_", "eta_")) and len(extra) == 1:
+        elif (name.startswith(("ind_", "eta_")) or name[2:] in pm.spec.partial_weights
+              and name.startswith("z_")) and len(extra) == 1:
             dims = ["subject"]
         elif name in ("pred", "ipred", "DV") and len(extra) == 1:
             dims = ["obs"]

@@ -10,8 +10,9 @@ of block k's correlation matrix, LKJ prior) with deterministic ``corr_<A>_<B>``;
 ``beta_<P>_<COV>``; ``sigma_<output>``; ``z`` (standard normal, subject x IIV, non-centred;
 with ``parametrization = "centred"`` instead ``phi``, the individual parameters on the log
 (logit, identity) scale, ``phi_i ~ MVN(log TV + covariate terms, Omega)``; a mixed
-parametrization has both, ``phi`` over the centred and ``z`` over the other IIV parameters,
-columns as :meth:`PopulationModel.iiv_layout`);
+parametrization has both, ``phi`` over the centred and ``z`` over the non-centred IIV
+parameters, columns as :meth:`PopulationModel.iiv_layout`, and ``z_<P>`` (subject) for each
+partially centred parameter);
 deterministic ``ind_<P>`` (individual parameters, subject) for parameters that vary between
 subjects; the observed site ``DV`` (obs).
 """
@@ -170,23 +171,46 @@ class PopulationModel:
         if z_names:
             with numpyro.plate("subject", n):
                 z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([len(z_names)]).to_event(1))
+        partial = spec.partial_weights
+        plain = set(z_names)
         cols = {}
         ic = iz = 0
         for st, order in zip(scale_tril, orders, strict=True):
             nc = sum(p in centred for p in order)
+            n0 = sum(p in plain for p in order)
             m = len(order)
             parts = []
+            std = []  # standardised coordinates of the members so far, S^-1 eta
             if nc:
                 d = dev[:, ic:ic + nc]
                 ic += nc
                 parts.append(d)
-            if m > nc:
-                e_n = z[:, iz:iz + m - nc] @ st[nc:, nc:].T
-                iz += m - nc
-                if nc:  # conditional on the centred members: S_NC S_CC^-1 (phi_C - loc_C)
-                    w = jax.scipy.linalg.solve_triangular(st[:nc, :nc], d.T, lower=True)
-                    e_n = e_n + (st[nc:, :nc] @ w).T
+                if m > nc:  # conditional on the centred members: S_NC S_CC^-1 (phi_C - loc_C)
+                    std.append(jax.scipy.linalg.solve_triangular(st[:nc, :nc], d.T,
+                                                                 lower=True).T)
+            if n0:
+                zb = z[:, iz:iz + n0]
+                iz += n0
+                e_n = zb @ st[nc:nc + n0, nc:nc + n0].T
+                if nc:
+                    e_n = e_n + std[0] @ st[nc:nc + n0, :nc].T
                 parts.append(e_n)
+                std.append(zb)
+            for r in range(nc + n0, m):
+                # partially centred: u ~ N(lam mu, s^lam), eta = mu - loc + s^(1-lam) (u - lam mu)
+                # with mu, s the conditional mean and SD given the members before it
+                p = order[r]
+                lam = partial[p]
+                loc_p = self._location(p, tv, terms)
+                shift = (jnp.concatenate(std, axis=1) @ st[r, :r] if r
+                         else jnp.zeros((n,), dtype=loc_p.dtype))
+                mu = loc_p + shift
+                sd = st[r, r]
+                with numpyro.plate("subject", n):
+                    u = numpyro.sample(f"z_{p}", dist.Normal(lam * mu, sd ** lam))
+                zr = (u - lam * mu) / sd ** lam
+                parts.append((shift + sd * zr)[:, None])
+                std.append(zr[:, None])
             eta_block = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
             for k, p in enumerate(order):
                 cols[p] = eta_block[:, k]
@@ -198,18 +222,23 @@ class PopulationModel:
         Returns
         -------
         orders : tuple of tuple of str
-            Each block of ``spec.blocks`` with its centred members first (the order of its
+            Each block of ``spec.blocks`` with its centred members first, then the
+            non-centred ones, then the partially centred ones (the order of its
             ``L_omega_<k>`` rows and columns).
         phi_names : tuple of str
             Columns of the ``phi`` site (centred individual parameters), empty if none.
         z_names : tuple of str
-            Columns of the ``z`` site (standard normal), empty if none.
+            Columns of the ``z`` site (standard normal), empty if none. Each partially
+            centred parameter ``P`` has its own site ``z_<P>`` (subject).
         """
         centred = set(self.spec.centred_parameters)
-        orders = tuple(tuple([p for p in b if p in centred] + [p for p in b if p not in centred])
+        partial = self.spec.partial_weights
+        orders = tuple(tuple([p for p in b if p in centred]
+                             + [p for p in b if p not in centred and p not in partial]
+                             + [p for p in b if p in partial])
                        for b in self.spec.blocks)
         phi_names = tuple(p for o in orders for p in o if p in centred)
-        z_names = tuple(p for o in orders for p in o if p not in centred)
+        z_names = tuple(p for o in orders for p in o if p not in centred and p not in partial)
         return orders, phi_names, z_names
 
     def iiv_site_dims(self) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -219,16 +248,16 @@ class PopulationModel:
         -------
         dict
             ``"phi"`` and/or ``"z"`` (the sites present) -> (dimension name, parameter names
-            of the columns). The dimension is ``iiv`` when every IIV parameter has the same
-            form, else ``iiv_centred`` (``phi``) and ``iiv_noncentred`` (``z``).
+            of the columns). The dimension is ``iiv`` when the site covers every IIV
+            parameter, else ``iiv_centred`` (``phi``) or ``iiv_noncentred`` (``z``).
         """
         _, phi_names, z_names = self.iiv_layout()
-        mixed = bool(phi_names) and bool(z_names)
+        n_iiv = len(self.spec.iiv)
         out = {}
         if phi_names:
-            out["phi"] = ("iiv_centred" if mixed else "iiv", phi_names)
+            out["phi"] = ("iiv" if len(phi_names) == n_iiv else "iiv_centred", phi_names)
         if z_names:
-            out["z"] = ("iiv_noncentred" if mixed else "iiv", z_names)
+            out["z"] = ("iiv" if len(z_names) == n_iiv else "iiv_noncentred", z_names)
         return out
 
     def covariate_terms(self) -> dict:

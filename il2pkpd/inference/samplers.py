@@ -148,15 +148,19 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
         # factor S = diag(omega) L): turns the non-centred (or mixed) joint density into the
         # centred one, whose mode is the usual joint MAP (the non-centred mode inflates the IIV
         # SDs)
-        if not centred or not z_names:
+        if not centred or not (z_names or pm.spec.partial_weights):
             return 0.0
         c = info.postprocess_fn(unravel(x))
-        total = sum(jnp.log(c[f"omega_{p}"]) for p in z_names)
+        # weight of log S_kk: 1 for non-centred members, 1 - w for partially centred ones
+        weight = {p: 1.0 for p in z_names}
+        weight.update({p: 1.0 - w for p, w in pm.spec.partial_weights.items()})
+        total = sum(wt * jnp.log(c[f"omega_{p}"]) for p, wt in weight.items())
         for k, order in enumerate(orders):
-            rows = [i for i, p in enumerate(order) if p in z_names]
+            rows = [i for i, p in enumerate(order) if p in weight]
             if len(order) > 1 and rows:
                 diag = jnp.diagonal(c[f"L_omega_{k + 1}"])
-                total = total + jnp.sum(jnp.log(diag[np.asarray(rows)]))
+                wts = np.asarray([weight[order[i]] for i in rows])
+                total = total + jnp.sum(wts * jnp.log(diag[np.asarray(rows)]))
         return n_subj * total
 
     def f(x):
