@@ -140,6 +140,22 @@ def test_residual_models_and_names():
         build_spec(fake_model(), residual={"CP": "poisson"})
 
 
+def test_residual_override_by_dvid_or_name_of_a_table_keyed_the_other_way():
+    # the model file keys its tables by output name (CP) and by DVID (2); overrides use the
+    # other form and must merge with them, not count as a second table for the same output
+    file_tables = {"residual": {"CP": {"model": "lognormal", "sigma_prior": 0.3},
+                                "2": {"model": "additive"}}}
+    spec = build_spec(fake_model(file_tables), residual={"1": {"sigma_prior": 0.2},
+                                                         "ANC": "proportional"})
+    cp, anc = spec.residuals
+    assert cp.model == "lognormal" and cp.priors["sigma_CP"].is_fixed
+    assert cp.priors["sigma_CP"].args == (0.2,)
+    assert anc.model == "proportional"
+    with pytest.raises(ModelFileError, match="given twice"):
+        build_spec(fake_model({"residual": {"CP": {"model": "additive"},
+                                            "1": {"model": "additive"}}}))
+
+
 @pytest.mark.parametrize("table,match", [
     ({"parameter": "CL", "covariate": "WT", "model": "power"}, "reference"),
     ({"parameter": "XX", "covariate": "WT", "model": "power", "reference": 70}, "unknown parameter"),

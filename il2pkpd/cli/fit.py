@@ -51,7 +51,9 @@ def fit_command(
     covariance: str = typer.Option(None, help="IIV covariance: diagonal | block."),
     parametrization: str = typer.Option(
         None, help="IIV parametrization: noncentred (default; sparse data) | centred (rich "
-                   "data: many samples per subject)."),
+                   "data: many samples per subject) | centred=CL,V1 (mixed: these centred, "
+                   "the other IIV parameters non-centred given them; see the fit's "
+                   "eta-shrinkage and suggested parametrization)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     report: bool = typer.Option(True, "--report/--no-report",
                                 help="Write OUT/report.html (diagnostics) after the fit."),
@@ -90,10 +92,7 @@ def fit_command(
         population["iiv"] = [p.strip() for p in iiv.split(",") if p.strip()]
     if covariance is not None:
         population["covariance"] = covariance
-    if parametrization is not None:
-        if parametrization not in ("noncentred", "centred"):
-            raise OptionError(f"--parametrization {parametrization!r} is not allowed; use "
-                              "noncentred or centred.")
+    if parametrization is not None:       # validated by build_spec (OptionError, exit 2)
         population["parametrization"] = parametrization
 
     # Parallel chains: one XLA CPU device per chain, set before JAX starts its backend.

@@ -569,6 +569,10 @@ def build_spec(
     for k, v in (residual or {}).items():
         if isinstance(v, str):
             v = {"model": v}
+        # an override may name the output or give its DVID, whichever the model file used
+        o = next((o for o in outputs if str(k) in (o.name, str(o.dvid))), None)
+        if o is not None:
+            k = next((kk for kk in res_raw if str(kk) in (o.name, str(o.dvid))), k)
         base = res_raw.get(k, {})
         if isinstance(base, Mapping) and isinstance(v, Mapping):
             if "model" in v and v.get("model") != base.get("model"):
