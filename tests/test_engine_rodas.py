@@ -32,10 +32,11 @@ def test_rodas_matches_tight_diffrax_solution(setup):
     assert rel[mask].max() < 1e-5
 
 
-def test_rodas_reverse_gradient_matches_finite_differences(setup):
+@pytest.mark.parametrize("gradient", ["adjoint", "forward"])
+def test_rodas_reverse_gradient_matches_finite_differences(setup, gradient):
     model, ev = setup
     mask = jnp.asarray(ev.obs_mask)
-    f = make_predict_fn(model, ev, method="rodas", rtol=1e-9)
+    f = make_predict_fn(model, ev, method="rodas", rtol=1e-9, gradient=gradient)
 
     def loss(x):
         pred, _ = f({"CL": x[0], "KA": x[1], "TLAG1": x[2], "F1": x[3]})

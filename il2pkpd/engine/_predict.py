@@ -101,7 +101,8 @@ def dose_quantities(model: Model, ev: EventArrays, p: Mapping[str, jax.Array]) -
 def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
                     solver: str = "tsit5", rtol: float = 1e-6, atol=None,
                     max_steps: int = 4096, ss_newton_iter: int = 8,
-                    diff_params=None, checkpoints: int | None = None) -> PredictFn:
+                    diff_params=None, checkpoints: int | None = None,
+                    gradient: str = "adjoint", history: int = 4096) -> PredictFn:
     """Build ``f(params) -> (pred, ok)`` for *model* on *events*.
 
     Parameters
@@ -127,6 +128,13 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
     diff_params : sequence of str, optional
         ``rodas`` only: the parameters gradients are needed for (default all); the others get a
         zero gradient and cost nothing (see :func:`il2pkpd.engine._rodas.make_rodas_predict`).
+    gradient : {"adjoint", "forward"}
+        ``rodas`` only: reverse-mode gradients by the discrete adjoint (default; about 2-3
+        solves per gradient whatever the number of parameters) or by one forward-mode pass
+        per parameter.
+    history : int
+        ``rodas`` with the adjoint only: solver iterations stored per subject; a subject that
+        needs more gets ``ok`` false (a fit rejects the point rather than spend seconds on it).
     ss_newton_iter : int
         Newton iterations for steady-state (SS=1/2) doses on the ODE path.
     checkpoints : int, optional
@@ -168,7 +176,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         rodas_solve = make_rodas_predict(model, events, rtol=rtol,
                                          atol=atol,
                                          max_steps=max(max_steps, 20000),
-                                         diff_params=diff_params)
+                                         diff_params=diff_params, gradient=gradient,
+                                         history=history)
 
         def f_rodas(params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
             p = _complete(model, needed, params, n_subj)

@@ -17,8 +17,10 @@ Strategy (measured in ``benchmarks/bench_il2_solver.py``):
 - states are tuples of scalars, so under vmap every operation is an element-wise loop over the
   chunk; ``optimization_barrier`` between stages stops XLA from re-computing earlier stages
   inside later fusions (3x faster solves, and it makes forward-mode derivatives affordable);
-- linear algebra: the generic path (any user ODE model, :class:`DenseLU`) builds the Jacobian
-  with ``jax.jacfwd`` and factorises ``1/(h*gamma) - J`` by dense LU once per step; the IL-2
+- linear algebra: the generic path (any user ODE model, :class:`SparseLU`, the default)
+  finds the Jacobian's structural non-zeros by tracing the model once and factorises
+  ``1/(h*gamma) - J`` entry by entry without pivoting (a tiny pivot fails the step's error
+  test and the step shrinks); :class:`DenseLU` (``jax.jacfwd`` and dense LU) remains; the IL-2
   fast path (:func:`il2pkpd.solve.il2.il2_system`) solves the same systems exactly by
   eliminating the model's block structure (about 40 flops instead of an 11x11 LU), and
   evaluates ``C**HILL`` with a vectorisable power (:mod:`il2pkpd.solve._fastmath`: float64
@@ -32,15 +34,19 @@ Strategy (measured in ``benchmarks/bench_il2_solver.py``):
 
 Only autonomous right-hand sides are supported (the user ``rhs`` is called with ``t = 0``);
 doses are events, infusions piecewise-constant inputs. Derivatives: forward mode
-(``jax.jvp``/``jax.jacfwd``) through :func:`make_population_fn`; the adaptive loop is a
-``while_loop``, which JAX cannot reverse-differentiate.
+(``jax.jvp``/``jax.jacfwd``) through :func:`make_population_fn` (the adaptive loop is a
+``while_loop``, which JAX cannot reverse-differentiate), and reverse mode through
+:func:`make_population_vjp_fn`, a discrete adjoint that stores the forward iterations and
+replays them backwards (the exact derivative of the discrete solution).
 
 Public API
 ----------
 - :func:`solve_population` with :class:`Doses` -> :class:`PopulationSolution`
   (``outputs`` (n, n_outputs, n_times), ``status``, ``n_steps``, ``n_rejected``);
 - :func:`make_population_fn`: the same as a pure JAX function of a parameter matrix;
+  :func:`make_population_vjp_fn`: the same with a reverse-mode (adjoint) derivative;
 - :class:`OdeSystem`, :func:`from_model_file`, :func:`from_functions`, :class:`DenseLU`,
+  :class:`SparseLU`,
   :func:`param_matrix`, ``STATUS``.
 """
 
@@ -49,19 +55,22 @@ from il2pkpd.solve.population import (
     Doses,
     PopulationSolution,
     make_population_fn,
+    make_population_vjp_fn,
     param_matrix,
     solve_population,
 )
-from il2pkpd.solve.system import DenseLU, OdeSystem, from_functions, from_model_file
+from il2pkpd.solve.system import DenseLU, OdeSystem, SparseLU, from_functions, from_model_file
 
 __all__ = [
     "STATUS",
     "Doses",
     "PopulationSolution",
     "make_population_fn",
+    "make_population_vjp_fn",
     "param_matrix",
     "solve_population",
     "DenseLU",
+    "SparseLU",
     "OdeSystem",
     "from_functions",
     "from_model_file",
