@@ -22,7 +22,8 @@ Defaults (the settings of the goal run):
 - the centred IIV parametrization (``--parametrization``: 68 observations per subject pin the
   individual CL and CIRC0 within about 5%, where the non-centred one has curved ridges);
 - ``--init laplace``: NUTS starts at the joint mode of the non-centred model mapped to the
-  centred parametrization, with a dense inverse mass matrix from the Hessian there (fixed
+  sampled parametrization (``run_nuts(init="laplace")``), with a dense inverse mass matrix
+  from the Hessian there (fixed
   through warm-up unless ``--adapt-mass yes``); with prior medians and an identity metric the
   first warm-up iterations take 511-1023 leapfrog steps each.
 
@@ -39,7 +40,7 @@ and 127 leapfrog steps per iteration from the measured gradient).
     .venv/bin/python benchmarks/bench_fit_friberg.py [--data-dir ../shared/benchmarks]
         [--chains 4] [--warmup 500] [--samples 1000] [--ode-method rodas|ode]
         [--rtol R] [--atol A[,A...]] [--gradient adjoint|forward] [--history N]
-        [--init laplace|median|map] [--parametrization centred|noncentred]
+        [--init laplace|median|map] [--parametrization centred|noncentred|centred=P,...]
         [--adapt-mass no|yes] [--chain-method parallel|sequential|vectorized]
         [--compile-cache] [--solver tsit5] [--checkpoints N] [--max-steps N]
 
@@ -68,6 +69,7 @@ from numpyro.infer import init_to_median  # noqa: E402
 from numpyro.infer.util import initialize_model  # noqa: E402
 
 from il2pkpd.inference import fit_population_model, prepare  # noqa: E402
+from il2pkpd.inference.samplers import laplace_start  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NAMES = ["CL", "V1", "Q", "V2", "KA", "MTT", "CIRC0", "GAMMA", "ALPHA"]
@@ -83,72 +85,6 @@ def _time(fn, *args, reps=5):
         jax.block_until_ready(fn(*args))
         ts.append(time.perf_counter() - t0)
     return compile_s, float(np.median(ts))
-
-
-def laplace_start(pm, data, solver, args) -> dict:
-    """Start point and dense metric for NUTS from the joint mode of the non-centred model.
-
-    The joint mode of a centred model does not exist (its density grows without bound as an
-    IIV SD goes to 0), so the mode is found in the non-centred parametrization (L-BFGS,
-    ``run_map``), mapped to the sampled one (``phi`` = log individual parameters), and the
-    Hessian of the sampled model's potential there (central differences of the gradient,
-    eigenvalues floored at ``--hessian-floor``) gives the inverse mass matrix. The
-    inference API has no option for an initial metric: this installs it by wrapping
-    ``samplers.NUTS`` and makes ``fit_population_model(init="map")`` start from the point
-    (both module attributes, for this process only).
-    """
-    from functools import partial
-
-    import jax.numpy as jnp
-    from numpyro.infer import NUTS
-
-    import il2pkpd.inference._fit as fit_mod
-    import il2pkpd.inference.samplers as samplers
-    from il2pkpd.inference.samplers import MapResult, run_map
-
-    t0 = time.perf_counter()
-    pm_nc = prepare("friberg", data, solver_options=solver,
-                    population={"parametrization": "noncentred"})[0]
-    mres = run_map(pm_nc, pm_nc.observed, seed=args.seed)
-    t_map = time.perf_counter() - t0
-    _, phi_names, z_names = pm.iiv_layout()
-    if z_names and phi_names:
-        raise SystemExit("--init laplace handles fully centred or non-centred models only")
-    start = {k: v for k, v in mres.unconstrained.items() if k != "z" or not phi_names}
-    if phi_names:
-        start["phi"] = jnp.stack([jnp.log(mres.constrained[f"ind_{p}"]) for p in phi_names],
-                                 axis=1)
-    info = initialize_model(jax.random.PRNGKey(0), pm, model_kwargs={"obs": pm.observed},
-                            init_strategy=init_to_median(num_samples=15))
-    if set(info.param_info.z) != set(start):
-        raise SystemExit(f"sites differ: {sorted(set(info.param_info.z) ^ set(start))}")
-    x, unravel = ravel_pytree(start)
-    grad = jax.jit(jax.grad(lambda v: info.potential_fn(unravel(v))))
-    n, h = x.size, 1e-4
-    hess = np.zeros((n, n))
-    for i in range(n):
-        e = jnp.zeros(n).at[i].set(h)
-        hess[:, i] = (np.asarray(grad(x + e)) - np.asarray(grad(x - e))) / (2 * h)
-    hess = 0.5 * (hess + hess.T)
-    w, v = np.linalg.eigh(hess)
-    clipped = int(np.sum(w < args.hessian_floor))
-    inv_mass = (v / np.maximum(w, args.hessian_floor)) @ v.T
-    names = tuple(sorted(start))            # numpyro's order for dense_mass=True
-    samplers.NUTS = partial(NUTS, inverse_mass_matrix={names: jnp.asarray(inv_mass)},
-                            adapt_mass_matrix=args.adapt_mass == "yes")
-    fake = MapResult(unconstrained=start, constrained=mres.constrained,
-                     potential=mres.potential, iterations=mres.iterations,
-                     converged=mres.converged, grad_norm=mres.grad_norm, seconds=t_map)
-    fit_mod.run_map = lambda *a, **k: fake
-    out = {"map_seconds": t_map, "map_iterations": mres.iterations,
-           "map_converged": mres.converged, "hessian_seconds": time.perf_counter() - t0 - t_map,
-           "hessian_eigenvalues": [float(w.min()), float(w.max())],
-           "eigenvalues_floored": clipped, "adapt_mass_matrix": args.adapt_mass == "yes"}
-    print(f"Laplace start: non-centred joint mode in {t_map:.0f} s ({mres.iterations} L-BFGS "
-          f"iterations), Hessian {out['hessian_seconds']:.0f} s, eigenvalues "
-          f"{w.min():.3g}..{w.max():.3g} ({clipped} floored at {args.hessian_floor})",
-          flush=True)
-    return out
 
 
 def main() -> int:
@@ -215,17 +151,10 @@ def main() -> int:
     state_atol = [1e-3] * 3 + [1e-6] * 5
     if args.ode_method == "rodas":
         # same per-state absolute tolerances as the diffrax path (1e-3 mg, 1e-6/nL)
-        solver = {"method": "rodas", "rtol": args.rtol or 1e-3, "atol": state_atol}
-        # make_predict_fn does not pass these two options on: set them as the defaults of
-        # the engine's Rodas4 path (it imports make_rodas_predict when called)
-        from functools import partial
-
-        import il2pkpd.engine._rodas as engine_rodas
-
-        rodas_kw = {"gradient": args.gradient}
+        solver = {"method": "rodas", "rtol": args.rtol or 1e-3, "atol": state_atol,
+                  "gradient": args.gradient}
         if args.history is not None:
-            rodas_kw["history"] = args.history
-        engine_rodas.make_rodas_predict = partial(engine_rodas.make_rodas_predict, **rodas_kw)
+            solver["history"] = args.history
     else:
         # The drug amounts are thousands of mg and the cells about 5/nL: one absolute
         # tolerance per state (1e-3 mg, 1e-6/nL) with relative 1e-5 keeps the model within
@@ -242,9 +171,6 @@ def main() -> int:
     t_start = time.perf_counter()
     pm, model, dataset, events = prepare("friberg", data, solver_options=solver,
                                          population={"parametrization": args.parametrization})
-    fit_solver = dict(solver)                  # the options make_predict_fn takes
-    if args.ode_method == "rodas":
-        solver.update(rodas_kw)
     res: dict = {"benchmark": "friberg_multiple_dose, friberg user ODE, 9x9 IIV",
                  "solver": solver, "init": args.init, "n_subjects": pm.n_subjects, "n_obs": len(pm.obs.dv),
                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -283,14 +209,23 @@ def main() -> int:
 
     # 3. NUTS (with --init laplace: start point and metric first)
     t0 = time.perf_counter()
-    init = args.init
+    lap = None
     if args.init == "laplace":
-        res["laplace"] = laplace_start(pm, data, fit_solver, args)
-        init = "map"              # fit_population_model's run_map is patched to return it
+        lap = laplace_start(pm, pm.observed, seed=args.seed, hessian_floor=args.hessian_floor)
+        res["laplace"] = lap.info
+        print(f"Laplace start: non-centred joint mode in {lap.info['map_seconds']:.0f} s "
+              f"({lap.info['map_iterations']} L-BFGS iterations), Hessian "
+              f"{lap.info['hessian_seconds']:.0f} s, eigenvalues "
+              f"{lap.info.get('eigenvalue_min', float('nan')):.3g}.."
+              f"{lap.info.get('eigenvalue_max', float('nan')):.3g} "
+              f"({lap.info.get('eigenvalues_floored', 0)} floored at {args.hessian_floor})",
+              flush=True)
     fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
                               samples=args.samples, seed=args.seed,
                               max_tree_depth=args.max_tree_depth, is_ode=True,
-                              init=init, target_accept=args.target_accept,
+                              init=args.init, laplace=lap,
+                              adapt_mass_matrix=args.adapt_mass == "yes",
+                              target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
     wall = time.perf_counter() - t0            # start point, metric, compile and sampling
@@ -303,6 +238,7 @@ def main() -> int:
         "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
         "chain_method": fr.info["chain_method"], "wall_s": wall, "script_wall_s": total,
         "sampling_s": fr.info.get("seconds"), "cpu_s": time.process_time(),
+        "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
         "min_ess_bulk": float(s["ess_bulk"].min()), "max_r_hat": float(s["r_hat"].max()),
         "divergences": fr.info["divergences"], "ess_per_s": float(s["ess_bulk"].min()) / wall,
         "seconds_per_iteration": wall / n_iter,

@@ -60,7 +60,13 @@ def _parse():
                          "Q=0.5,V2=0.5 (added to --parametrization's list form)")
     ap.add_argument("--target-accept", type=float, default=0.8)
     ap.add_argument("--max-tree-depth", type=int, default=10)
-    ap.add_argument("--init", default="median", help="median or map")
+    ap.add_argument("--init", default="median", help="median, map or laplace")
+    ap.add_argument("--adapt-mass", choices=["auto", "yes", "no"], default="auto",
+                    help="mass matrix adaptation in warm-up (auto: yes, but a Laplace metric "
+                         "is kept)")
+    ap.add_argument("--laplace-max-dim", type=int, default=600,
+                    help="--init laplace: largest latent dimension given the dense Laplace "
+                         "metric (495 here)")
     ap.add_argument("--chain-method", default=None,
                     help="parallel, vectorized or sequential (default: the package's choice)")
     ap.add_argument("--no-stan", action="store_true")
@@ -225,10 +231,18 @@ def run_numpyro(data_dir: Path) -> dict:
     _COMPILE.update(backend_compile_s=0.0, cache_retrieval_s=0.0)
     t0 = time.perf_counter()
     c0 = time.process_time()
+    lap = None
+    if ARGS.init == "laplace":
+        from il2pkpd.inference.samplers import laplace_start
+
+        lap = laplace_start(pm, pm.observed, seed=ARGS.seed, max_dim=ARGS.laplace_max_dim)
     res = fit_population_model(pm, "nuts", chains=ARGS.chains, warmup=ARGS.warmup,
                                samples=ARGS.samples, seed=ARGS.seed, dense_mass=ARGS.dense_mass,
                                target_accept=ARGS.target_accept,
                                max_tree_depth=ARGS.max_tree_depth, init=ARGS.init,
+                               laplace=lap,
+                               adapt_mass_matrix=(None if ARGS.adapt_mass == "auto"
+                                                  else ARGS.adapt_mass == "yes"),
                                chain_method=ARGS.chain_method,
                                progress_bar=False, posterior_predictive=False)
     wall = time.perf_counter() - t0
@@ -247,6 +261,7 @@ def run_numpyro(data_dir: Path) -> dict:
                 "dense_mass": ARGS.dense_mass, "parametrization": PARAMETRIZATION,
                 "target_accept": ARGS.target_accept, "max_tree_depth": ARGS.max_tree_depth,
                 "init": ARGS.init, "map_s": res.info.get("map_seconds", 0.0),
+                "metric": res.info.get("metric"), "laplace": res.info.get("laplace"),
                 "eta_shrinkage": res.info.get("eta_shrinkage"),
                 "suggested_parametrization": res.info.get("suggested_parametrization"),
                 "seed": ARGS.seed,

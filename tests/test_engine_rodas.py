@@ -79,3 +79,26 @@ def test_rodas_diff_params_restricts_the_jacobian_to_listed_columns(setup):
     assert np.all(g_sub[2] == 0.0) and np.all(g_all[2] != 0.0)
     with pytest.raises(OptionError, match="NOPE"):
         make_predict_fn(model, ev, method="rodas", diff_params=("CL", "NOPE"))
+
+
+
+def test_predict_functions_name_their_solver_path_for_the_chain_method(setup):
+    """NUTS runs chains in parallel on the Rodas4 path and closed forms; only diffrax's loops
+    (which fail under pmap in this stack) force sequential chains on CPU."""
+    from types import SimpleNamespace
+
+    from test_inference_model import make_df
+
+    from il2pkpd.inference.samplers import _uses_diffrax, choose_chain_method
+
+    model, ev = setup
+    paths = {m: make_predict_fn(model, ev, method=m) for m in ("rodas", "ode")}
+    assert paths["rodas"].solver_path == "rodas" and paths["ode"].solver_path == "diffrax"
+    two = load_model("two_cmt_iv")
+    closed = make_predict_fn(two, build_events(read_dataset(make_df(n=2), model=two), two))
+    assert closed.solver_path == "closed_form"
+    assert not _uses_diffrax(SimpleNamespace(predict_fn=paths["rodas"]), is_ode=True)
+    assert _uses_diffrax(SimpleNamespace(predict_fn=paths["ode"]), is_ode=True)
+    assert _uses_diffrax(SimpleNamespace(predict_fn=lambda p: p), is_ode=True)  # unknown
+    assert not _uses_diffrax(SimpleNamespace(predict_fn=closed), is_ode=False)
+    assert choose_chain_method(4, None, True) == "sequential"      # CPU, diffrax

@@ -34,7 +34,12 @@ def fit_command(
     max_tree_depth: int = typer.Option(10, help="NUTS maximum tree depth."),
     dense_mass: str = typer.Option("auto",
                                    help="NUTS mass matrix: auto | full | population | diagonal."),
-    init: str = typer.Option("median", help="NUTS start: median (prior medians) | map."),
+    init: str = typer.Option("median", help="NUTS start: median (prior medians) | map | "
+                                             "laplace (non-centred joint mode with a dense "
+                                             "metric from the Hessian there; rich data)."),
+    adapt_mass: str = typer.Option("auto", help="NUTS mass matrix adaptation in warm-up: "
+                                                "auto (yes, but the laplace metric is kept) "
+                                                "| yes | no."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -60,7 +65,7 @@ def fit_command(
 ) -> None:
     """Fit a population model (NUTS by default) and write posterior.nc and summary.csv."""
     from il2pkpd.inference._fit import METHODS
-    from il2pkpd.inference.samplers import DENSE_OPTIONS
+    from il2pkpd.inference.samplers import DENSE_OPTIONS, INIT_OPTIONS
     from il2pkpd.inference.spec import parse_assignments
 
     if method not in METHODS:
@@ -76,8 +81,11 @@ def fit_command(
     if dense_mass not in DENSE_OPTIONS:
         raise OptionError(f"--dense-mass {dense_mass!r} is not allowed; use one of "
                           f"{', '.join(DENSE_OPTIONS)}.")
-    if init not in ("median", "map"):
-        raise OptionError(f"--init {init!r} is not allowed; use median or map.")
+    if init not in INIT_OPTIONS:
+        raise OptionError(f"--init {init!r} is not allowed; use one of "
+                          f"{', '.join(INIT_OPTIONS)}.")
+    if adapt_mass not in ("auto", "yes", "no"):
+        raise OptionError(f"--adapt-mass {adapt_mass!r} is not allowed; use auto, yes or no.")
     if covariance is not None and covariance not in ("diagonal", "block"):
         raise OptionError(f"--covariance {covariance!r} is not allowed; use diagonal or block.")
     if not data.exists():
@@ -95,17 +103,21 @@ def fit_command(
     if parametrization is not None:       # validated by build_spec (OptionError, exit 2)
         population["parametrization"] = parametrization
 
-    # Parallel chains: one XLA CPU device per chain, set before JAX starts its backend.
+    # Parallel chains: one XLA CPU device per chain (NumPyro's "parallel" needs a device per
+    # chain; more devices than cores share them, still faster than chains one after another),
+    # set before JAX starts its backend.
     if method == "nuts" and chains > 1:
         import numpyro
 
-        numpyro.set_host_device_count(min(chains, os.cpu_count() or 1))
+        numpyro.set_host_device_count(chains)
 
     from il2pkpd.inference import fit
 
     result = fit(model, str(data), method=method, chains=chains, warmup=warmup, samples=samples,
                  seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
-                 dense_mass=dense_mass, init=init, draws=draws, priors=priors, fix=fixed,
+                 dense_mass=dense_mass, init=init,
+                 adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
+                 draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,
                  progress_bar=progress and os.isatty(2), cli=True)

@@ -144,7 +144,8 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
     Returns
     -------
     callable
-        ``f(params: dict[str, Array (S,)]) -> (pred (S, O), ok (S,))``. Missing parameters
+        ``f(params: dict[str, Array (S,)]) -> (pred (S, O), ok (S,))``, with attribute
+        ``solver_path`` (``"closed_form"``, ``"rodas"`` or ``"diffrax"``). Missing parameters
         take their model default (``TLAG<n>`` 0, ``F<n>`` 1); unknown keys are ignored.
         ``pred`` is 0 on padding; ``ok`` is false where an ODE solve failed. Pure JAX: jit,
         grad and vmap apply.
@@ -168,6 +169,7 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
             pred = jnp.where(ev.obs_mask, pred, 0.0)
             ok = jnp.all(jnp.isfinite(pred), axis=1)
             return pred, ok
+        f.solver_path = "closed_form"
         return f
 
     if method == "rodas":
@@ -185,6 +187,7 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
             ok = ok & jnp.all(jnp.isfinite(pred), axis=1)
             pred = jnp.where(ev.obs_mask & jnp.isfinite(pred), pred, 0.0)
             return pred, ok
+        f_rodas.solver_path = "rodas"
         return f_rodas
 
     from il2pkpd.engine._ode import make_ode_predict
@@ -201,6 +204,7 @@ def make_predict_fn(model: Model, events: EventArrays, *, method: str = "auto",
         ok = ok & jnp.all(jnp.isfinite(pred), axis=1)
         pred = jnp.where(ev.obs_mask & jnp.isfinite(pred), pred, 0.0)
         return pred, ok
+    f_ode.solver_path = "diffrax"
     return f_ode
 
 

@@ -310,6 +310,7 @@ def _toml(value) -> str:
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
         dense_mass: str | bool = "auto", init: str = "median",
+        adapt_mass_matrix: bool | None = None,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -345,8 +346,13 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS maximum tree depth.
     dense_mass : {"auto", "full", "population", "diagonal"}
         NUTS mass matrix (see :func:`il2pkpd.inference.samplers.run_nuts`).
-    init : {"median", "map"}
-        NUTS initial values: prior medians or the MAP estimate.
+    init : {"median", "map", "laplace"}
+        NUTS initial values: prior medians, the MAP estimate, or the Laplace start (the
+        non-centred joint mode in the sampled parametrization, with a dense metric from the
+        Hessian there: see :func:`il2pkpd.inference.samplers.laplace_start`).
+    adapt_mass_matrix : bool, optional
+        Adapt the NUTS mass matrix in warm-up (default: yes, except that the Laplace metric
+        is kept).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -386,8 +392,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         data_label=str(getattr(dataset, "source", "")),
         is_ode=not getattr(model_obj, "is_closed_form", True), chains=chains, warmup=warmup,
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
-        dense_mass=dense_mass, init=init, chain_method=chain_method, draws=draws,
-        svi_steps=svi_steps, progress_bar=progress_bar,
+        dense_mass=dense_mass, init=init, adapt_mass_matrix=adapt_mass_matrix,
+        chain_method=chain_method, draws=draws, svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
         prior_draws=prior_draws)
     if getattr(model_obj, "path", None) is not None:
@@ -400,11 +406,14 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
                          target_accept: float = 0.8, max_tree_depth: int = 10,
                          dense_mass: str | bool = "auto", init: str = "median",
+                         adapt_mass_matrix: bool | None = None, laplace=None,
                          chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
-    """Run inference on a built :class:`PopulationModel` (see :func:`fit` for the options)."""
+    """Run inference on a built :class:`PopulationModel` (see :func:`fit` for the options;
+    *laplace*: a :class:`~il2pkpd.inference.samplers.LaplaceStart` already computed for
+    ``init="laplace"``)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
     t0 = time.perf_counter() if t0 is None else t0
@@ -419,7 +428,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                                target_accept=target_accept, max_tree_depth=max_tree_depth,
                                seed=seed, dense_mass=dense_mass, init=init,
                                chain_method=chain_method, progress_bar=progress_bar,
-                               is_ode=is_ode, map_result=mres)
+                               is_ode=is_ode, map_result=mres,
+                               adapt_mass_matrix=adapt_mass_matrix, laplace=laplace)
         info.update(ninfo)
         info.update({"chains": chains, "warmup": warmup, "samples": samples,
                      "target_accept": target_accept, "max_tree_depth": max_tree_depth,

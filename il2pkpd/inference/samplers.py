@@ -22,10 +22,12 @@ from numpyro.infer.util import initialize_model
 
 from il2pkpd.errors import OptionError
 
-__all__ = ["MapResult", "run_map", "run_laplace", "run_svi", "run_nuts",
-           "choose_chain_method", "DENSE_OPTIONS"]
+__all__ = ["MapResult", "LaplaceStart", "run_map", "run_laplace", "run_svi", "run_nuts",
+           "laplace_start", "sites_from_noncentred", "noncentred_twin", "choose_chain_method",
+           "DENSE_OPTIONS", "INIT_OPTIONS"]
 
 DENSE_OPTIONS = ("auto", "full", "population", "diagonal")
+INIT_OPTIONS = ("median", "map", "laplace")
 #: Largest number of latent dimensions for which "auto" uses a full dense mass matrix (a dense
 #: metric estimated from a few hundred warm-up draws is poor beyond a couple of hundred).
 DENSE_FULL_MAX_DIM = 200
@@ -266,8 +268,9 @@ def choose_chain_method(chains: int, requested: str | None, is_ode: bool) -> str
     ``numpyro.set_host_device_count``), else ``sequential``; ``vectorized`` for ODE models on
     one device with several chains is not faster on CPU, so sequential is used there too.
 
-    diffrax-based ODE models cannot use ``parallel`` in this stack (pmap over diffrax's loops
-    fails); they get ``sequential`` (CPU) or ``vectorized`` (GPU).
+    diffrax-based ODE models (*is_ode*) cannot use ``parallel`` in this stack (pmap over
+    diffrax's loops fails); they get ``sequential`` (CPU) or ``vectorized`` (GPU). The
+    engine's Rodas4 path runs in parallel like closed forms.
     """
     allowed = ("parallel", "sequential", "vectorized")
     if requested is not None and requested not in allowed:
@@ -282,6 +285,13 @@ def choose_chain_method(chains: int, requested: str | None, is_ode: bool) -> str
     if jax.local_device_count() >= chains:
         return "parallel"
     return "vectorized" if backend != "cpu" else "sequential"
+
+
+def _uses_diffrax(pm, is_ode: bool) -> bool:
+    """Whether *pm*'s predictions come from diffrax's loops (parallel chains fail there; the
+    Rodas4 path and closed forms run in parallel). Unknown prediction functions of ODE
+    models count as diffrax."""
+    return bool(is_ode) and getattr(pm.predict_fn, "solver_path", "diffrax") == "diffrax"
 
 
 def _dense_arg(pm, dense_mass: str | bool):
@@ -307,11 +317,182 @@ def _dense_arg(pm, dense_mass: str | bool):
     return [tuple(sites)] if sites else False
 
 
+@dataclass(frozen=True)
+class LaplaceStart:
+    """A NUTS start point and metric from the joint mode of the non-centred model.
+
+    Attributes
+    ----------
+    unconstrained : dict
+        Site name -> unconstrained value of the sampled model at the mapped mode.
+    inverse_mass_matrix : numpy.ndarray or None
+        Dense inverse mass matrix over every latent dimension (sites in sorted order, as
+        NumPyro's ``dense_mass=True``), the inverse of the sampled model's Hessian there with
+        eigenvalues floored; None when the latent space is larger than ``max_dim``.
+    info : dict
+        ``map_seconds``, ``map_iterations``, ``map_converged``, ``hessian_seconds``,
+        ``eigenvalue_min``/``max`` (before flooring) and ``eigenvalues_floored``.
+    """
+
+    unconstrained: dict
+    inverse_mass_matrix: np.ndarray | None
+    info: dict
+
+
+def noncentred_twin(pm):
+    """The same population model with every random effect sampled non-centred (``z``)."""
+    import dataclasses
+
+    if pm.spec.parametrization == "noncentred":
+        return pm
+    spec = dataclasses.replace(pm.spec, centred=False, centred_iiv=(), partial_iiv=())
+    return dataclasses.replace(pm, spec=spec)
+
+
+def _latent_sites(pm, obs) -> dict:
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(pm, 0)).get_trace(obs=obs)
+    return {k: v for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+
+
+def sites_from_noncentred(pm, values: dict) -> dict:
+    """Constrained latent-site values of *pm* (any IIV parametrization but partial centring)
+    that give the same population and individual parameters as *values*, the constrained
+    site values (deterministics included) of its non-centred twin.
+
+    Per block with correlation matrix R (block order), the sampled order puts the centred
+    members C first: ``L_omega`` becomes the Cholesky factor of R permuted to that order,
+    ``phi_C`` the individual parameters on their IIV scale (log, logit or identity) and ``z``
+    the non-centred members' coordinates of ``S^-1 eta`` with ``S = diag(omega) L_omega``.
+    """
+    spec = pm.spec
+    if spec.partial_weights:
+        raise OptionError("init='laplace' supports centred, non-centred and mixed IIV "
+                          "parametrizations, not partial centring.")
+    orders, phi_names, z_names = pm.iiv_layout()
+    out = {k: v for k, v in values.items()
+           if k not in ("z", "phi") and not k.startswith(("L_omega_", "ind_", "corr_"))}
+    if not spec.iiv:
+        return _only_latent(pm, out)
+    z_nc = np.asarray(values["z"])
+    n = z_nc.shape[0]
+    phi_cols: dict = {}
+    z_cols: dict = {}
+    col = 0
+    for k, (block, order) in enumerate(zip(spec.blocks, orders, strict=True)):
+        m = len(block)
+        om = np.asarray([float(values[f"omega_{p}"]) for p in block])
+        L = np.asarray(values[f"L_omega_{k + 1}"]) if m > 1 else np.ones((1, 1))
+        eta = z_nc[:, col:col + m] @ (om[:, None] * L).T           # (n, m), block order
+        col += m
+        perm = [block.index(p) for p in order]
+        corr = (L @ L.T)[np.ix_(perm, perm)]
+        Lp = np.linalg.cholesky(corr)
+        if m > 1:
+            out[f"L_omega_{k + 1}"] = jnp.asarray(Lp)
+        w = np.linalg.solve(om[perm][:, None] * Lp, eta[:, perm].T).T
+        for j, p in enumerate(order):
+            if p in phi_names:
+                ind = np.asarray(values[f"ind_{p}"], dtype=float)
+                dom = spec.domain(p)
+                if dom in ("positive", "nonnegative"):
+                    phi_cols[p] = np.log(ind)
+                elif dom == "unit_interval":
+                    phi_cols[p] = np.log(ind) - np.log1p(-ind)
+                else:
+                    phi_cols[p] = ind
+            else:
+                z_cols[p] = w[:, j]
+    if phi_names:
+        out["phi"] = jnp.asarray(np.stack([phi_cols[p] for p in phi_names], axis=1))
+    if z_names:
+        out["z"] = jnp.asarray(np.stack([z_cols[p] for p in z_names], axis=1).reshape(n, -1))
+    return _only_latent(pm, out)
+
+
+def _only_latent(pm, values: dict) -> dict:
+    latent = _latent_sites(pm, pm.observed)
+    missing = sorted(set(latent) - set(values))
+    if missing:
+        raise RuntimeError(f"no value for the latent sites {missing}")
+    return {k: values[k] for k in latent}
+
+
+def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
+                  max_dim: int = DENSE_FULL_MAX_DIM,
+                  map_result: MapResult | None = None) -> LaplaceStart:
+    """NUTS start point and dense metric from a Laplace approximation.
+
+    The joint mode of a centred model does not exist (its density grows without bound as an
+    IIV SD goes to 0), so the mode is found in the non-centred parametrization
+    (:func:`run_map`), mapped to *pm*'s own (:func:`sites_from_noncentred`), and the Hessian of
+    *pm*'s potential there (central differences of its gradient, step 1e-4) inverted with its
+    eigenvalues floored at *hessian_floor* gives the inverse mass matrix (the mapped point is
+    not a mode of a centred model: directions of negative curvature get variance
+    ``1 / hessian_floor``).
+
+    Parameters
+    ----------
+    pm : PopulationModel
+    obs : array
+    seed : int
+    hessian_floor : float
+        Smallest Hessian eigenvalue kept (unconstrained scale).
+    max_dim : int
+        Largest latent dimension given a dense metric (the Hessian costs 2 gradients per
+        dimension); beyond it only the start point is returned.
+    map_result : MapResult, optional
+        The non-centred model's mode, if already found.
+
+    Returns
+    -------
+    LaplaceStart
+    """
+    from numpyro.infer.util import unconstrain_fn
+
+    if hessian_floor <= 0:
+        raise OptionError(f"hessian_floor must be positive, got {hessian_floor}.")
+    t0 = time.perf_counter()
+    pm_nc = noncentred_twin(pm)
+    mres = map_result or run_map(pm_nc, obs, seed=seed)
+    t_map = time.perf_counter() - t0
+    constrained = sites_from_noncentred(pm, mres.constrained)
+    unc = unconstrain_fn(pm, (), {"obs": obs}, constrained)
+    info = {"map_seconds": t_map, "map_iterations": mres.iterations,
+            "map_converged": mres.converged}
+    x, unravel = ravel_pytree(unc)
+    if x.size > max_dim:
+        info.update({"hessian_seconds": 0.0, "metric": "adapted (latent dimension "
+                     f"{x.size} > {max_dim})"})
+        return LaplaceStart(unconstrained=unc, inverse_mass_matrix=None, info=info)
+    t1 = time.perf_counter()
+    ip = _init(pm, obs, jax.random.PRNGKey(seed))
+    grad = jax.jit(jax.grad(lambda v: ip.potential_fn(unravel(v))))
+    n, h = x.size, 1e-4
+    hess = np.zeros((n, n))
+    for i in range(n):
+        e = jnp.zeros(n).at[i].set(h)
+        hess[:, i] = (np.asarray(grad(x + e)) - np.asarray(grad(x - e))) / (2 * h)
+    hess = 0.5 * (hess + hess.T)
+    if not np.all(np.isfinite(hess)):
+        info.update({"hessian_seconds": time.perf_counter() - t1,
+                     "metric": "adapted (Hessian not finite at the start point)"})
+        return LaplaceStart(unconstrained=unc, inverse_mass_matrix=None, info=info)
+    w, v = np.linalg.eigh(hess)
+    inv_mass = (v / np.maximum(w, hessian_floor)) @ v.T
+    info.update({"hessian_seconds": time.perf_counter() - t1, "metric": "laplace",
+                 "eigenvalue_min": float(w.min()), "eigenvalue_max": float(w.max()),
+                 "eigenvalues_floored": int(np.sum(w < hessian_floor))})
+    return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv_mass + inv_mass.T),
+                        info=info)
+
+
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
              target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
              dense_mass: str | bool = "auto", init: str = "median",
              chain_method: str | None = None, progress_bar: bool | None = None,
-             is_ode: bool = False, map_result: MapResult | None = None) -> tuple[MCMC, dict]:
+             is_ode: bool = False, map_result: MapResult | None = None,
+             adapt_mass_matrix: bool | None = None,
+             laplace: LaplaceStart | None = None) -> tuple[MCMC, dict]:
     """Run NUTS.
 
     Parameters
@@ -333,16 +514,27 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         test), dense over population parameters and diagonal over the random effects
         (``population``), or diagonal. ``auto``: full up to 200 latent dimensions, else
         population.
-    init : {"median", "map"}
-        Start from prior medians (``init_to_median``) or from the MAP estimate, jittered per chain.
+    init : {"median", "map", "laplace"}
+        Start from prior medians (``init_to_median``), from the MAP estimate, or from the
+        Laplace start (:func:`laplace_start`: the non-centred joint mode mapped to the sampled
+        parametrization, with a dense inverse mass matrix from the Hessian there), jittered
+        per chain. ``laplace`` suits rich data sampled centred, where warm-up from prior
+        medians with an identity metric spends hundreds of leapfrog steps per iteration.
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized``; chosen automatically when None.
     progress_bar : bool, optional
         Default: on when stderr is a terminal.
     is_ode : bool
-        The structural model is an ODE (affects the automatic chain method).
+        The structural model is an ODE (affects the automatic chain method when it is solved
+        by diffrax: see :func:`choose_chain_method`).
     map_result : MapResult, optional
         A MAP estimate to start from (``init="map"``).
+    adapt_mass_matrix : bool, optional
+        Adapt the mass matrix in warm-up. Default: yes, except with the Laplace metric, which
+        is kept (on the 164-dimensional Friberg benchmark a dense metric estimated from the
+        warm-up windows did worse than the Laplace one).
+    laplace : LaplaceStart, optional
+        A Laplace start already computed (``init="laplace"``).
 
     Returns
     -------
@@ -350,29 +542,46 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     info : dict
         ``chain_method``, ``seconds`` (sampling wall time, compilation included), ``map_seconds``.
     """
-    if init not in ("median", "map"):
-        raise OptionError(f"init '{init}' is not allowed; use 'median' or 'map'.")
+    if init not in INIT_OPTIONS:
+        raise OptionError(f"init '{init}' is not allowed; use one of {', '.join(INIT_OPTIONS)}.")
     if not 0 < target_accept < 1:
         raise OptionError(f"target_accept must lie between 0 and 1, got {target_accept}.")
     for name, v, lo in (("chains", chains, 1), ("warmup", warmup, 0), ("samples", samples, 1),
                         ("max_tree_depth", max_tree_depth, 1)):
         if int(v) != v or v < lo:
             raise OptionError(f"{name} must be an integer >= {lo}, got {v}.")
-    method = choose_chain_method(chains, chain_method, is_ode)
+    method = choose_chain_method(chains, chain_method, _uses_diffrax(pm, is_ode))
     if progress_bar is None:
         progress_bar = bool(os.isatty(2))
+    dense = _dense_arg(pm, dense_mass)
+    start = None
+    map_seconds = 0.0
+    metric: dict = {}
+    if init == "laplace":
+        lap = laplace or laplace_start(pm, obs, seed=seed)
+        start = lap.unconstrained
+        map_seconds = lap.info["map_seconds"] + lap.info.get("hessian_seconds", 0.0)
+        if lap.inverse_mass_matrix is not None:
+            # one dense block over every site, in NumPyro's (sorted) order
+            dense = True
+            metric = {"inverse_mass_matrix": {tuple(sorted(start)): jnp.asarray(
+                lap.inverse_mass_matrix)},
+                "adapt_mass_matrix": bool(adapt_mass_matrix) if adapt_mass_matrix is not None
+                else False}
+    elif init == "map":
+        mres = map_result or run_map(pm, obs, seed=seed)
+        map_seconds = mres.seconds
+        start = mres.unconstrained
+    if not metric and adapt_mass_matrix is not None:
+        metric = {"adapt_mass_matrix": bool(adapt_mass_matrix)}
     kernel = NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                  dense_mass=_dense_arg(pm, dense_mass),
-                  init_strategy=init_to_median(num_samples=15))
+                  dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
                 chain_method=method, progress_bar=progress_bar)
     key = jax.random.PRNGKey(seed)
     init_params = None
-    map_seconds = 0.0
-    if init == "map":
-        mres = map_result or run_map(pm, obs, seed=seed)
-        map_seconds = mres.seconds
-        flat, unravel = ravel_pytree(mres.unconstrained)
+    if start is not None:
+        flat, unravel = ravel_pytree(start)
         jit_keys = jax.random.split(jax.random.PRNGKey(seed + 7), chains)
         starts = [unravel(flat + 0.05 * jax.random.normal(k, flat.shape)) for k in jit_keys]
         init_params = (jax.tree.map(lambda *xs: jnp.stack(xs), *starts) if chains > 1
@@ -381,8 +590,18 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     mcmc.run(key, obs=obs, init_params=init_params,
              extra_fields=("diverging", "energy", "num_steps"))
     jax.block_until_ready(mcmc.get_samples())
-    return mcmc, {"chain_method": method, "seconds": time.perf_counter() - t0,
-                  "map_seconds": map_seconds}
+    out = {"chain_method": method, "seconds": time.perf_counter() - t0,
+           "map_seconds": map_seconds,
+           "adapt_mass_matrix": metric.get("adapt_mass_matrix", True),
+           "metric": ("laplace" if "inverse_mass_matrix" in metric
+                      else "adapted" if metric.get("adapt_mass_matrix", True) else "identity")}
+    try:        # the adapted step size of each chain (a diagnostic of the metric's fit)
+        out["step_size"] = [float(v) for v in np.ravel(mcmc.last_state.adapt_state.step_size)]
+    except AttributeError:
+        pass
+    if init == "laplace":
+        out["laplace"] = dict(lap.info)
+    return mcmc, out
 
 
 def set_host_devices(n: int) -> int:

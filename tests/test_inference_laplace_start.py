@@ -1,0 +1,111 @@
+"""NUTS started from a Laplace approximation (``init="laplace"``).
+
+References: the non-centred model's own individual parameters and correlations (the mapped
+point must reproduce them in any parametrization), JAX's exact Hessian of the potential (the
+metric is built from central differences of the gradient), :func:`run_map`'s mode, and
+recovery of the simulated typical values.
+"""
+
+import jax
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import init_to_median
+from numpyro.infer.util import initialize_model
+from test_inference_fit import TRUE, simulate
+from test_inference_mixed_centring import POP4, _pm, _random_point, _values
+from test_inference_model import COVARIATES, make_df
+
+from il2pkpd.errors import OptionError
+from il2pkpd.inference import fit_population_model, prepare
+from il2pkpd.inference.samplers import (
+    laplace_start,
+    noncentred_twin,
+    run_map,
+    sites_from_noncentred,
+)
+
+CASES = [
+    (POP4, "centred", {}),
+    (POP4, {"centred": ["V1", "V2"]}, {}),
+    (POP4, "noncentred", {}),
+    ({"blocks": [["CL", "Q"]]}, {"noncentred": ["CL", "V2"]},
+     {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
+]
+
+
+@pytest.mark.parametrize("population,parametrization,kw", CASES)
+def test_mapped_point_has_the_same_individual_parameters(population, parametrization, kw):
+    pm = _pm(parametrization, population, **kw)
+    nc = noncentred_twin(pm)
+    assert nc.spec.parametrization == "noncentred"
+    for seed in range(2):
+        vals_nc = _values(nc, _random_point(nc, seed))
+        mapped = sites_from_noncentred(pm, vals_nc)
+        assert set(mapped) == set(_random_point(pm, 0))
+        vals = _values(pm, mapped)
+        for p in pm.spec.iiv:
+            np.testing.assert_allclose(vals[f"ind_{p}"], vals_nc[f"ind_{p}"], rtol=1e-9)
+            np.testing.assert_allclose(vals[f"omega_{p}"], vals_nc[f"omega_{p}"], rtol=1e-12)
+        for a, b in pm.spec.correlations:
+            np.testing.assert_allclose(vals[f"corr_{a}_{b}"], vals_nc[f"corr_{a}_{b}"],
+                                       rtol=1e-9, atol=1e-12)
+
+
+def test_partial_centring_is_refused():
+    pm = _pm({"centred": ["CL"], "partial": {"Q": 0.5}})
+    vals = _values(noncentred_twin(pm), _random_point(noncentred_twin(pm), 0))
+    with pytest.raises(OptionError, match="partial"):
+        sites_from_noncentred(pm, vals)
+
+
+@pytest.fixture(scope="module")
+def centred_pm():
+    pm, *_ = prepare("one_cmt_iv", make_df(n=24), residual={"CP": "lognormal"},
+                     population={"parametrization": "centred"})
+    return simulate(pm, TRUE, seed=11)
+
+
+def test_metric_is_the_floored_inverse_of_the_exact_hessian(centred_pm):
+    pm = centred_pm
+    lap = laplace_start(pm, pm.observed, seed=0, hessian_floor=0.5)
+    info = initialize_model(jax.random.PRNGKey(0), pm, model_kwargs={"obs": pm.observed},
+                            init_strategy=init_to_median(num_samples=15))
+    x, unravel = ravel_pytree(lap.unconstrained)
+    hess = np.asarray(jax.hessian(lambda v: info.potential_fn(unravel(v)))(x))
+    w, v = np.linalg.eigh(0.5 * (hess + hess.T))
+    ref = (v / np.maximum(w, 0.5)) @ v.T
+    assert lap.inverse_mass_matrix.shape == (x.size, x.size)
+    np.testing.assert_allclose(lap.inverse_mass_matrix, ref, rtol=1e-4, atol=1e-6)
+    assert lap.info["eigenvalues_floored"] == int(np.sum(w < 0.5))
+    assert lap.info["metric"] == "laplace" and lap.info["map_converged"]
+
+
+def test_noncentred_start_is_the_map_mode(centred_pm):
+    nc = noncentred_twin(centred_pm)
+    mres = run_map(nc, nc.observed, seed=0)
+    lap = laplace_start(nc, nc.observed, seed=0, map_result=mres)
+    for k, v in mres.unconstrained.items():
+        np.testing.assert_allclose(lap.unconstrained[k], v, rtol=1e-8, atol=1e-10)
+    small = laplace_start(nc, nc.observed, map_result=mres, max_dim=3)
+    assert small.inverse_mass_matrix is None and small.info["metric"].startswith("adapted")
+    with pytest.raises(OptionError, match="hessian_floor"):
+        laplace_start(nc, nc.observed, map_result=mres, hessian_floor=0.0)
+
+
+@pytest.mark.parametrize("adapt", [None, True])
+def test_nuts_from_laplace_start_recovers_typical_values(centred_pm, adapt):
+    res = fit_population_model(centred_pm, "nuts", chains=1, warmup=100, samples=200, seed=2,
+                               init="laplace", adapt_mass_matrix=adapt, progress_bar=False,
+                               posterior_predictive=False, prior_draws=0)
+    assert res.info["metric"] == "laplace"
+    assert res.info["adapt_mass_matrix"] is bool(adapt)
+    assert res.info["laplace"]["map_converged"] and res.info["map_seconds"] > 0
+    s = res.summary.set_index("parameter")
+    for name in ("CL", "V"):
+        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
+
+
+def test_bad_init_is_an_option_error(centred_pm):
+    with pytest.raises(OptionError, match="laplace"):
+        fit_population_model(centred_pm, "nuts", chains=1, warmup=5, samples=5, init="mode")
