@@ -68,7 +68,7 @@ def centred_pm():
 
 def test_metric_is_the_floored_inverse_of_the_exact_hessian(centred_pm):
     pm = centred_pm
-    lap = laplace_start(pm, pm.observed, seed=0, hessian_floor=0.5)
+    lap = laplace_start(pm, pm.observed, seed=0, hessian_floor=0.5, metric="hessian")
     info = initialize_model(jax.random.PRNGKey(0), pm, model_kwargs={"obs": pm.observed},
                             init_strategy=init_to_median(num_samples=15))
     x, unravel = ravel_pytree(lap.unconstrained)
@@ -78,7 +78,41 @@ def test_metric_is_the_floored_inverse_of_the_exact_hessian(centred_pm):
     assert lap.inverse_mass_matrix.shape == (x.size, x.size)
     np.testing.assert_allclose(lap.inverse_mass_matrix, ref, rtol=1e-4, atol=1e-6)
     assert lap.info["eigenvalues_floored"] == int(np.sum(w < 0.5))
-    assert lap.info["metric"] == "laplace" and lap.info["map_converged"]
+    assert lap.info["metric"] == "laplace (hessian)" and lap.info["map_converged"]
+
+
+def test_mapped_metric_is_the_noncentred_laplace_covariance_carried_by_the_jacobian(
+        centred_pm):
+    """Reference: the exact Hessian of the non-centred potential at its mode and the Jacobian
+    of the map written out by hand for log-normal IIV: phi = log TV + omega z, every other
+    unconstrained coordinate unchanged (finite differences of that hand map)."""
+    pm = centred_pm
+    nc = noncentred_twin(pm)
+    mres = run_map(nc, nc.observed, seed=0)
+    lap = laplace_start(pm, pm.observed, map_result=mres)
+    info = initialize_model(jax.random.PRNGKey(0), nc, model_kwargs={"obs": nc.observed},
+                            init_strategy=init_to_median(num_samples=15))
+    x_nc, unravel_nc = ravel_pytree(mres.unconstrained)
+    hess = np.asarray(jax.hessian(lambda v: info.potential_fn(unravel_nc(v)))(x_nc))
+    assert np.linalg.eigvalsh(hess).min() > 0.5          # a proper mode: nothing floored
+    iiv = pm.spec.iiv
+
+    def hand_map(v):
+        u = unravel_nc(v)
+        out = {k: u[k] for k in u if k != "z"}
+        out["phi"] = np.stack([u[p] + np.exp(u[f"omega_{p}"]) * u["z"][:, j]
+                               for j, p in enumerate(iiv)], axis=1)
+        return np.asarray(ravel_pytree(out)[0])
+
+    x_s = np.asarray(ravel_pytree(lap.unconstrained)[0])
+    np.testing.assert_allclose(hand_map(x_nc), x_s, rtol=1e-10, atol=1e-12)
+    n, h = x_nc.size, 1e-6
+    jac = np.stack([(hand_map(x_nc + h * np.eye(n)[i]) - hand_map(x_nc - h * np.eye(n)[i]))
+                    / (2 * h) for i in range(n)], axis=1)
+    ref = jac @ np.linalg.inv(hess) @ jac.T
+    np.testing.assert_allclose(lap.inverse_mass_matrix, ref, rtol=1e-4,
+                               atol=1e-5 * np.abs(ref).max())
+    assert lap.info["eigenvalues_floored"] == 0
 
 
 def test_noncentred_start_is_the_map_mode(centred_pm):
@@ -98,7 +132,7 @@ def test_nuts_from_laplace_start_recovers_typical_values(centred_pm, adapt):
     res = fit_population_model(centred_pm, "nuts", chains=1, warmup=100, samples=200, seed=2,
                                init="laplace", adapt_mass_matrix=adapt, progress_bar=False,
                                posterior_predictive=False, prior_draws=0)
-    assert res.info["metric"] == "laplace"
+    assert res.info["metric"] == "laplace" and res.info["laplace"]["metric"] == "laplace (mapped)"
     assert res.info["adapt_mass_matrix"] is bool(adapt)
     assert res.info["laplace"]["map_converged"] and res.info["map_seconds"] > 0
     s = res.summary.set_index("parameter")

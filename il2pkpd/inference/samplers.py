@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from dataclasses import dataclass
 
 import jax
@@ -357,12 +358,13 @@ def _latent_sites(pm, obs) -> dict:
 def sites_from_noncentred(pm, values: dict) -> dict:
     """Constrained latent-site values of *pm* (any IIV parametrization but partial centring)
     that give the same population and individual parameters as *values*, the constrained
-    site values (deterministics included) of its non-centred twin.
+    site values (deterministics ``ind_<P>`` included) of its non-centred twin.
 
     Per block with correlation matrix R (block order), the sampled order puts the centred
     members C first: ``L_omega`` becomes the Cholesky factor of R permuted to that order,
     ``phi_C`` the individual parameters on their IIV scale (log, logit or identity) and ``z``
     the non-centred members' coordinates of ``S^-1 eta`` with ``S = diag(omega) L_omega``.
+    Pure JAX (differentiable: :func:`laplace_start` carries a covariance through it).
     """
     spec = pm.spec
     if spec.partial_weights:
@@ -371,64 +373,88 @@ def sites_from_noncentred(pm, values: dict) -> dict:
     orders, phi_names, z_names = pm.iiv_layout()
     out = {k: v for k, v in values.items()
            if k not in ("z", "phi") and not k.startswith(("L_omega_", "ind_", "corr_"))}
-    if not spec.iiv:
-        return _only_latent(pm, out)
-    z_nc = np.asarray(values["z"])
-    n = z_nc.shape[0]
-    phi_cols: dict = {}
-    z_cols: dict = {}
-    col = 0
-    for k, (block, order) in enumerate(zip(spec.blocks, orders, strict=True)):
-        m = len(block)
-        om = np.asarray([float(values[f"omega_{p}"]) for p in block])
-        L = np.asarray(values[f"L_omega_{k + 1}"]) if m > 1 else np.ones((1, 1))
-        eta = z_nc[:, col:col + m] @ (om[:, None] * L).T           # (n, m), block order
-        col += m
-        perm = [block.index(p) for p in order]
-        corr = (L @ L.T)[np.ix_(perm, perm)]
-        Lp = np.linalg.cholesky(corr)
-        if m > 1:
-            out[f"L_omega_{k + 1}"] = jnp.asarray(Lp)
-        w = np.linalg.solve(om[perm][:, None] * Lp, eta[:, perm].T).T
-        for j, p in enumerate(order):
-            if p in phi_names:
-                ind = np.asarray(values[f"ind_{p}"], dtype=float)
-                dom = spec.domain(p)
-                if dom in ("positive", "nonnegative"):
-                    phi_cols[p] = np.log(ind)
-                elif dom == "unit_interval":
-                    phi_cols[p] = np.log(ind) - np.log1p(-ind)
+    if spec.iiv:
+        z_nc = jnp.asarray(values["z"])
+        phi_cols: dict = {}
+        z_cols: dict = {}
+        col = 0
+        for k, (block, order) in enumerate(zip(spec.blocks, orders, strict=True)):
+            m = len(block)
+            om = jnp.stack([jnp.asarray(values[f"omega_{p}"]) for p in block])
+            L = jnp.asarray(values[f"L_omega_{k + 1}"]) if m > 1 else jnp.ones((1, 1))
+            eta = z_nc[:, col:col + m] @ (om[:, None] * L).T           # (n, m), block order
+            col += m
+            perm = np.asarray([block.index(p) for p in order])
+            corr = (L @ L.T)[perm[:, None], perm[None, :]]
+            Lp = jnp.linalg.cholesky(corr)
+            if m > 1:
+                out[f"L_omega_{k + 1}"] = Lp
+            w = jax.scipy.linalg.solve_triangular(om[perm][:, None] * Lp, eta[:, perm].T,
+                                                  lower=True).T
+            for jj, p in enumerate(order):
+                if p in phi_names:
+                    ind = jnp.asarray(values[f"ind_{p}"])
+                    dom = spec.domain(p)
+                    if dom in ("positive", "nonnegative"):
+                        phi_cols[p] = jnp.log(ind)
+                    elif dom == "unit_interval":
+                        phi_cols[p] = jnp.log(ind) - jnp.log1p(-ind)
+                    else:
+                        phi_cols[p] = ind
                 else:
-                    phi_cols[p] = ind
-            else:
-                z_cols[p] = w[:, j]
-    if phi_names:
-        out["phi"] = jnp.asarray(np.stack([phi_cols[p] for p in phi_names], axis=1))
-    if z_names:
-        out["z"] = jnp.asarray(np.stack([z_cols[p] for p in z_names], axis=1).reshape(n, -1))
-    return _only_latent(pm, out)
-
-
-def _only_latent(pm, values: dict) -> dict:
-    latent = _latent_sites(pm, pm.observed)
-    missing = sorted(set(latent) - set(values))
+                    z_cols[p] = w[:, jj]
+        if phi_names:
+            out["phi"] = jnp.stack([phi_cols[p] for p in phi_names], axis=1)
+        if z_names:
+            out["z"] = jnp.stack([z_cols[p] for p in z_names], axis=1)
+    latent = _latent_keys(pm)
+    missing = sorted(set(latent) - set(out))
     if missing:
         raise RuntimeError(f"no value for the latent sites {missing}")
-    return {k: values[k] for k in latent}
+    return {k: out[k] for k in latent}
+
+
+_LATENT_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _latent_keys(pm) -> tuple[str, ...]:
+    """The latent sample sites of *pm* (one eager trace per model, cached)."""
+    if pm not in _LATENT_KEYS:
+        _LATENT_KEYS[pm] = tuple(_latent_sites(pm, pm.observed))
+    return _LATENT_KEYS[pm]
+
+
+def _fd_hessian(grad, x, h: float = 1e-4) -> np.ndarray:
+    """Symmetrised central differences of *grad* (2 n gradients)."""
+    n = x.size
+    hess = np.zeros((n, n))
+    for i in range(n):
+        e = jnp.zeros(n).at[i].set(h)
+        hess[:, i] = (np.asarray(grad(x + e)) - np.asarray(grad(x - e))) / (2 * h)
+    return 0.5 * (hess + hess.T)
 
 
 def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
-                  max_dim: int = DENSE_FULL_MAX_DIM,
+                  max_dim: int = DENSE_FULL_MAX_DIM, metric: str = "mapped",
                   map_result: MapResult | None = None) -> LaplaceStart:
     """NUTS start point and dense metric from a Laplace approximation.
 
     The joint mode of a centred model does not exist (its density grows without bound as an
     IIV SD goes to 0), so the mode is found in the non-centred parametrization
-    (:func:`run_map`), mapped to *pm*'s own (:func:`sites_from_noncentred`), and the Hessian of
-    *pm*'s potential there (central differences of its gradient, step 1e-4) inverted with its
-    eigenvalues floored at *hessian_floor* gives the inverse mass matrix (the mapped point is
-    not a mode of a centred model: directions of negative curvature get variance
-    ``1 / hessian_floor``).
+    (:func:`run_map`) and mapped to *pm*'s own (:func:`sites_from_noncentred`). The metric:
+
+    - ``mapped`` (default): the Laplace covariance of the non-centred model (inverse Hessian
+      of its potential at its mode) carried to *pm*'s unconstrained coordinates by the
+      Jacobian J of the map, ``J H^-1 J^T`` (delta method; the same Gaussian, other
+      coordinates; positive definite whenever the mode is one; eigenvalues of H below 1e-6
+      of the largest, flat or negative curvature where the optimiser stopped short, are
+      replaced by *hessian_floor*);
+    - ``hessian``: the inverse of the Hessian of *pm*'s own potential at the mapped point,
+      eigenvalues floored at *hessian_floor* (the mapped point is not a mode of a centred
+      model: directions of negative curvature get variance ``1 / hessian_floor``).
+
+    Hessians are central differences of the gradient (step 1e-4: ODE gradients by adjoints
+    have no forward mode); the map's Jacobian is forward-mode JAX.
 
     Parameters
     ----------
@@ -440,6 +466,7 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
     max_dim : int
         Largest latent dimension given a dense metric (the Hessian costs 2 gradients per
         dimension); beyond it only the start point is returned.
+    metric : {"mapped", "hessian"}
     map_result : MapResult, optional
         The non-centred model's mode, if already found.
 
@@ -447,10 +474,12 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
     -------
     LaplaceStart
     """
-    from numpyro.infer.util import unconstrain_fn
+    from numpyro.infer.util import constrain_fn, unconstrain_fn
 
     if hessian_floor <= 0:
         raise OptionError(f"hessian_floor must be positive, got {hessian_floor}.")
+    if metric not in ("mapped", "hessian"):
+        raise OptionError(f"metric '{metric}' is not allowed; use 'mapped' or 'hessian'.")
     t0 = time.perf_counter()
     pm_nc = noncentred_twin(pm)
     mres = map_result or run_map(pm_nc, obs, seed=seed)
@@ -465,25 +494,52 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
                      f"{x.size} > {max_dim})"})
         return LaplaceStart(unconstrained=unc, inverse_mass_matrix=None, info=info)
     t1 = time.perf_counter()
-    ip = _init(pm, obs, jax.random.PRNGKey(seed))
-    grad = jax.jit(jax.grad(lambda v: ip.potential_fn(unravel(v))))
-    n, h = x.size, 1e-4
-    hess = np.zeros((n, n))
-    for i in range(n):
-        e = jnp.zeros(n).at[i].set(h)
-        hess[:, i] = (np.asarray(grad(x + e)) - np.asarray(grad(x - e))) / (2 * h)
-    hess = 0.5 * (hess + hess.T)
+    if metric == "hessian":
+        ip = _init(pm, obs, jax.random.PRNGKey(seed))
+        hess = _fd_hessian(jax.jit(jax.grad(lambda v: ip.potential_fn(unravel(v)))), x)
+    else:
+        ip = _init(pm_nc, obs, jax.random.PRNGKey(seed))
+        x_nc, unravel_nc = ravel_pytree(mres.unconstrained)
+        hess = _fd_hessian(jax.jit(jax.grad(lambda v: ip.potential_fn(unravel_nc(v)))), x_nc)
+        # the map, through the parameter part of the models only (no ODE solve)
+        par_nc = set(_latent_sites_of(pm_nc.parameters))
+        par = set(_latent_sites_of(pm.parameters))
+
+        def to_sampled(v):
+            u = unravel_nc(v)
+            c = constrain_fn(pm_nc.parameters, (), {}, {k: u[k] for k in par_nc},
+                             return_deterministic=True)
+            s = sites_from_noncentred(pm, {**c, **{k: u[k] for k in u if k not in par_nc}})
+            us = unconstrain_fn(pm.parameters, (), {}, {k: s[k] for k in par})
+            us.update({k: s[k] for k in s if k not in par})        # residual SDs: unchanged
+            return ravel_pytree({k: us[k] for k in unc})[0]
+
+        jac = np.asarray(jax.jacfwd(to_sampled)(x_nc))
+        if not np.allclose(np.asarray(to_sampled(x_nc)), np.asarray(x), rtol=1e-8, atol=1e-8):
+            raise RuntimeError("Laplace start: the mapped mode differs between the two routes")
     if not np.all(np.isfinite(hess)):
         info.update({"hessian_seconds": time.perf_counter() - t1,
                      "metric": "adapted (Hessian not finite at the start point)"})
         return LaplaceStart(unconstrained=unc, inverse_mass_matrix=None, info=info)
     w, v = np.linalg.eigh(hess)
-    inv_mass = (v / np.maximum(w, hessian_floor)) @ v.T
-    info.update({"hessian_seconds": time.perf_counter() - t1, "metric": "laplace",
+    if metric == "mapped":
+        # a mode: only (near-)flat or negative curvature, if the optimiser stopped short, is
+        # replaced by the floor
+        low = w < 1e-6 * max(1.0, float(np.abs(w).max()))
+        inv = jac @ ((v / np.where(low, hessian_floor, w)) @ v.T) @ jac.T
+    else:
+        low = w < hessian_floor
+        inv = (v / np.maximum(w, hessian_floor)) @ v.T
+    info.update({"hessian_seconds": time.perf_counter() - t1, "metric": f"laplace ({metric})",
                  "eigenvalue_min": float(w.min()), "eigenvalue_max": float(w.max()),
-                 "eigenvalues_floored": int(np.sum(w < hessian_floor))})
-    return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv_mass + inv_mass.T),
-                        info=info)
+                 "eigenvalues_floored": int(np.sum(low))})
+    return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv + inv.T), info=info)
+
+
+def _latent_sites_of(fn) -> tuple[str, ...]:
+    """Sample sites of a model-like callable with no arguments (the parameter part)."""
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(fn, 0)).get_trace()
+    return tuple(k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"])
 
 
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
