@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--parametrization", default="centred",
                     help="IIV parametrization NUTS samples: centred (default: 68 observations "
                          "per subject determine CL and CIRC0 within about 5%%), noncentred")
-    ap.add_argument("--adapt-mass", choices=["yes", "no"], default="no",
+    ap.add_argument("--adapt-mass", choices=["yes", "no", "pooled"], default="no",
                     help="with --init laplace: keep adapting the mass matrix in warm-up (no: "
                          "the Laplace metric throughout; a 164-dimensional dense metric from "
                          "the first 25-draw window is worse than it)")
@@ -224,7 +224,8 @@ def main() -> int:
                               samples=args.samples, seed=args.seed,
                               max_tree_depth=args.max_tree_depth, is_ode=True,
                               init=args.init, laplace=lap,
-                              adapt_mass_matrix=args.adapt_mass == "yes",
+                              adapt_mass_matrix=(args.adapt_mass if args.adapt_mass == "pooled"
+                                                 else args.adapt_mass == "yes"),
                               target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
