@@ -273,15 +273,15 @@ def eta_shrinkage(post: xr.Dataset, spec: PopulationSpec) -> dict[str, float]:
         Parameter -> shrinkage (fraction; near 0: the data determine each subject's value,
         near 1: they say little), for the IIV parameters whose draws are present.
     """
+    from il2pkpd.report.shrinkage import eta_shrinkage_value
+
     out = {}
     for p in spec.iiv:
         if f"eta_{p}" not in post or f"omega_{p}" not in post:
             continue
-        eta = np.asarray(post[f"eta_{p}"].values)
-        means = eta.reshape(-1, eta.shape[-1]).mean(axis=0)
-        omega = float(np.mean(post[f"omega_{p}"].values))
-        if len(means) > 1 and omega > 0:
-            out[p] = float(1.0 - np.std(means, ddof=1) / omega)
+        _, _, shrink = eta_shrinkage_value(post[f"eta_{p}"].values, post[f"omega_{p}"].values)
+        if np.isfinite(shrink):
+            out[p] = shrink
     return out
 
 

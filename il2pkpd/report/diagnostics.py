@@ -14,6 +14,7 @@ import pandas as pd
 import xarray as xr
 
 from il2pkpd.report.fitdir import SAMPLE_DIMS, FitData, draws
+from il2pkpd.report.shrinkage import eta_shrinkage_value
 
 __all__ = [
     "RHAT_MAX", "ESS_MIN", "EBFMI_MIN", "population_vars", "convergence_table",
@@ -207,11 +208,11 @@ def shrinkage_table(fit: FitData) -> pd.DataFrame:
         om_name = f"omega_{par}"
         if om_name not in post:
             continue
-        eta_mean = np.asarray(da.mean(dim=[d for d in SAMPLE_DIMS if d in da.dims]).values)
-        omega = float(np.asarray(post[om_name].values).mean())
-        sd = float(np.std(eta_mean, ddof=1)) if eta_mean.size > 1 else np.nan
+        sample = [d for d in SAMPLE_DIMS if d in da.dims]
+        eta = da.transpose(*sample, ...).values            # sample axes first, subjects last
+        omega, sd, shrink = eta_shrinkage_value(eta, post[om_name].values)
         rows.append({"random_effect": f"eta_{par}", "omega": omega, "sd_eta": sd,
-                     "shrinkage": 1.0 - sd / omega if omega > 0 else np.nan})
+                     "shrinkage": shrink})
     return pd.DataFrame(rows, columns=["random_effect", "omega", "sd_eta", "shrinkage"])
 
 
