@@ -262,6 +262,7 @@ def run_numpyro(data_dir: Path) -> dict:
                 "target_accept": ARGS.target_accept, "max_tree_depth": ARGS.max_tree_depth,
                 "init": ARGS.init, "map_s": res.info.get("map_seconds", 0.0),
                 "metric": res.info.get("metric"), "laplace": res.info.get("laplace"),
+                "adapt_mass": ARGS.adapt_mass, "step_size": res.info.get("step_size"),
                 "eta_shrinkage": res.info.get("eta_shrinkage"),
                 "suggested_parametrization": res.info.get("suggested_parametrization"),
                 "seed": ARGS.seed,

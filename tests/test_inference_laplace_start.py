@@ -144,24 +144,3 @@ def test_bad_init_is_an_option_error(centred_pm):
     with pytest.raises(OptionError, match="laplace"):
         fit_population_model(centred_pm, "nuts", chains=1, warmup=5, samples=5, init="mode")
 
-
-@pytest.mark.parametrize("init", ["laplace", "median"])
-def test_pooled_metric_from_both_chains_then_step_size(centred_pm, init):
-    """adapt_mass_matrix="pooled": half the warm-up with the initial metric, then one dense
-    metric from both chains' draws; the fit still recovers the simulated typical values."""
-    res = fit_population_model(centred_pm, "nuts", chains=2, warmup=120, samples=150, seed=3,
-                               init=init, adapt_mass_matrix="pooled", progress_bar=False,
-                               posterior_predictive=False, prior_draws=0)
-    info = res.info
-    assert info["metric"] == "pooled" and info["adapt_mass_matrix"] == "pooled"
-    dim = 4 + 1 + 2 * centred_pm.n_subjects                 # CL, V, 2 omegas, sigma, phi
-    assert info["pooled_dimension"] == dim and info["pooled_draws"] == 2 * 30
-    assert info["pooled_phase_step_size"] > 0
-    post = res.datatree["posterior"]
-    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 150
-    s = res.summary.set_index("parameter")
-    for name in ("CL", "V"):
-        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
-    with pytest.raises(OptionError, match="pooled"):
-        fit_population_model(centred_pm, "nuts", chains=2, warmup=50, samples=5,
-                             adapt_mass_matrix="pooled")

@@ -39,8 +39,7 @@ def fit_command(
                                              "metric from the Hessian there; rich data)."),
     adapt_mass: str = typer.Option("auto", help="NUTS mass matrix adaptation in warm-up: "
                                                 "auto (yes, but the laplace metric is kept) "
-                                                "| yes | no | pooled (one dense metric from "
-                                                "all chains' draws halfway through warm-up)."),
+                                                "| yes | no."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -85,11 +84,8 @@ def fit_command(
     if init not in INIT_OPTIONS:
         raise OptionError(f"--init {init!r} is not allowed; use one of "
                           f"{', '.join(INIT_OPTIONS)}.")
-    if adapt_mass not in ("auto", "yes", "no", "pooled"):
-        raise OptionError(f"--adapt-mass {adapt_mass!r} is not allowed; use auto, yes, no or "
-                          "pooled.")
-    if adapt_mass == "pooled" and method == "nuts" and warmup < 100:
-        raise OptionError(f"--adapt-mass pooled needs --warmup 100 or more, got {warmup}.")
+    if adapt_mass not in ("auto", "yes", "no"):
+        raise OptionError(f"--adapt-mass {adapt_mass!r} is not allowed; use auto, yes or no.")
     if covariance is not None and covariance not in ("diagonal", "block"):
         raise OptionError(f"--covariance {covariance!r} is not allowed; use diagonal or block.")
     if not data.exists():
@@ -120,8 +116,7 @@ def fit_command(
     result = fit(model, str(data), method=method, chains=chains, warmup=warmup, samples=samples,
                  seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
                  dense_mass=dense_mass, init=init,
-                 adapt_mass_matrix=(None if adapt_mass == "auto" else "pooled"
-                                    if adapt_mass == "pooled" else adapt_mass == "yes"),
+                 adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
                  draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,

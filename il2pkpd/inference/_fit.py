@@ -310,7 +310,7 @@ def _toml(value) -> str:
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
         dense_mass: str | bool = "auto", init: str = "median",
-        adapt_mass_matrix: bool | str | None = None,
+        adapt_mass_matrix: bool | None = None,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -350,10 +350,9 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS initial values: prior medians, the MAP estimate, or the Laplace start (the
         non-centred joint mode in the sampled parametrization, with a dense metric from the
         Hessian there: see :func:`il2pkpd.inference.samplers.laplace_start`).
-    adapt_mass_matrix : bool or "pooled", optional
+    adapt_mass_matrix : bool, optional
         Adapt the NUTS mass matrix in warm-up (default: yes, except that the Laplace metric
-        is kept; ``"pooled"``: one dense metric from all chains' draws halfway through
-        warm-up, see :func:`il2pkpd.inference.samplers.run_nuts`).
+        is kept).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -407,7 +406,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
                          target_accept: float = 0.8, max_tree_depth: int = 10,
                          dense_mass: str | bool = "auto", init: str = "median",
-                         adapt_mass_matrix: bool | str | None = None, laplace=None,
+                         adapt_mass_matrix: bool | None = None, laplace=None,
                          chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,

@@ -547,7 +547,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
              dense_mass: str | bool = "auto", init: str = "median",
              chain_method: str | None = None, progress_bar: bool | None = None,
              is_ode: bool = False, map_result: MapResult | None = None,
-             adapt_mass_matrix: bool | str | None = None,
+             adapt_mass_matrix: bool | None = None,
              laplace: LaplaceStart | None = None) -> tuple[MCMC, dict]:
     """Run NUTS.
 
@@ -585,16 +585,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         by diffrax: see :func:`choose_chain_method`).
     map_result : MapResult, optional
         A MAP estimate to start from (``init="map"``).
-    adapt_mass_matrix : bool or "pooled", optional
+    adapt_mass_matrix : bool, optional
         Adapt the mass matrix in warm-up. Default: yes, except with the Laplace metric, which
         is kept (on the 164-dimensional Friberg benchmark a dense metric estimated from
         NumPyro's per-chain warm-up windows, the first of 25 draws, did worse than the
-        Laplace one). ``"pooled"``: the first half of warm-up runs with the initial metric
-        (Laplace, or NumPyro's adaptation), then one dense metric is estimated from the
-        second half of that phase's draws of all chains together, shrunk toward the initial
-        metric ``(n S + d M0) / (n + d)`` (n pooled draws, d dimensions; M0 the Laplace
-        metric, else the diagonal of S), and the second half of warm-up adapts the step size
-        for it.
+        Laplace one).
     laplace : LaplaceStart, optional
         A Laplace start already computed (``init="laplace"``).
 
@@ -634,16 +629,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         mres = map_result or run_map(pm, obs, seed=seed)
         map_seconds = mres.seconds
         start = mres.unconstrained
-    pooled = adapt_mass_matrix == "pooled"
-    if isinstance(adapt_mass_matrix, str) and not pooled:
-        raise OptionError(f"adapt_mass_matrix '{adapt_mass_matrix}' is not allowed; use True, "
-                          "False or 'pooled'.")
-    if pooled and warmup < 100:
-        raise OptionError(f"adapt_mass_matrix='pooled' needs at least 100 warm-up iterations, "
-                          f"got {warmup}.")
-    if pooled:
-        metric.setdefault("adapt_mass_matrix", True)
-    elif not metric and adapt_mass_matrix is not None:
+    if not metric and adapt_mass_matrix is not None:
         metric = {"adapt_mass_matrix": bool(adapt_mass_matrix)}
     kernel = NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                   dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
@@ -656,13 +642,6 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         init_params = (jax.tree.map(lambda *xs: jnp.stack(xs), *starts) if chains > 1
                        else starts[0])
     t0 = time.perf_counter()
-    pooled_info: dict = {}
-    if pooled:
-        kernel, init_params, pooled_info = _pooled_metric_phase(
-            kernel, metric, key, obs, init_params, warmup // 2, chains, method, progress_bar,
-            target_accept_prob=target_accept, max_tree_depth=max_tree_depth)
-        warmup = warmup - warmup // 2
-        key = jax.random.fold_in(key, 1)
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
                 chain_method=method, progress_bar=progress_bar)
     mcmc.run(key, obs=obs, init_params=init_params,
@@ -670,10 +649,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     jax.block_until_ready(mcmc.get_samples())
     out = {"chain_method": method, "seconds": time.perf_counter() - t0,
            "map_seconds": map_seconds,
-           "adapt_mass_matrix": "pooled" if pooled else metric.get("adapt_mass_matrix", True),
-           "metric": ("pooled" if pooled else "laplace" if "inverse_mass_matrix" in metric
+           "adapt_mass_matrix": metric.get("adapt_mass_matrix", True),
+           "metric": ("laplace" if "inverse_mass_matrix" in metric
                       else "adapted" if metric.get("adapt_mass_matrix", True) else "identity")}
-    out.update(pooled_info)
     try:        # the adapted step size of each chain (a diagnostic of the metric's fit)
         out["step_size"] = [float(v) for v in np.ravel(mcmc.last_state.adapt_state.step_size)]
     except AttributeError:
@@ -681,47 +659,6 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if init == "laplace":
         out["laplace"] = dict(lap.info)
     return mcmc, out
-
-
-def _identity(z):
-    return z
-
-
-def _pooled_metric_phase(kernel, metric: dict, key, obs, init_params, n_warm: int, chains: int,
-                         method: str, progress_bar: bool, **nuts_kw):
-    """First warm-up phase of ``adapt_mass_matrix="pooled"``: *n_warm* iterations with
-    *kernel*; returns the kernel of the second phase (dense metric from the pooled draws of
-    the phase's second half, fixed; step size adapted again from the phase's median), its
-    start (each chain's last state) and a description."""
-    t0 = time.perf_counter()
-    mcmc = MCMC(kernel, num_warmup=n_warm, num_samples=1, num_chains=chains,
-                chain_method=method, progress_bar=progress_bar,
-                postprocess_fn=_identity)               # keep the draws unconstrained
-    mcmc.warmup(key, obs=obs, init_params=init_params, collect_warmup=True,
-                extra_fields=("adapt_state.step_size",))
-    fields = mcmc.get_extra_fields(group_by_chain=True)
-    z = mcmc.get_samples(group_by_chain=True)           # unconstrained, (chains, draws, ...)
-    names = tuple(sorted(z))
-    n_keep = max(2, n_warm // 2)
-    flat = np.concatenate([np.asarray(z[k])[:, -n_keep:].reshape(chains * n_keep, -1)
-                           for k in names], axis=1)
-    d = flat.shape[1]
-    cov = np.cov(flat, rowvar=False).reshape(d, d)
-    if "inverse_mass_matrix" in metric:
-        prior = np.asarray(next(iter(metric["inverse_mass_matrix"].values())))
-    else:
-        prior = np.diag(np.diag(cov))
-    n = flat.shape[0]
-    inv_mass = (n * cov + d * prior) / (n + d)
-    inv_mass = 0.5 * (inv_mass + inv_mass.T)
-    step = float(np.median(np.asarray(fields["adapt_state.step_size"])[:, -1]))
-    last = mcmc.last_state.z
-    kernel2 = NUTS(kernel.model, dense_mass=True, adapt_mass_matrix=False,
-                   inverse_mass_matrix={names: jnp.asarray(inv_mass)}, step_size=step,
-                   init_strategy=init_to_median(num_samples=15), **nuts_kw)
-    return kernel2, last, {"pooled_draws": int(n), "pooled_dimension": int(d),
-                           "pooled_phase_seconds": time.perf_counter() - t0,
-                           "pooled_phase_step_size": step}
 
 
 def set_host_devices(n: int) -> int:
