@@ -23,14 +23,16 @@ Defaults (the settings of the goal run):
   individual CL and CIRC0 within about 5%, where the non-centred one has curved ridges);
 - ``--init laplace``: NUTS starts at the joint mode of the non-centred model mapped to the
   sampled parametrization (``run_nuts(init="laplace")``), with a dense inverse mass matrix
-  from the Laplace approximation there (the non-centred model's inverse Hessian carried to
-  the centred coordinates by the Jacobian of the map), kept through warm-up unless
+  from the Hessian of the centred model there (``--laplace-metric hessian``; 24 negative
+  eigenvalues floored at ``--hessian-floor``), kept through warm-up unless
   ``--adapt-mass yes``; with prior medians and an identity metric the first warm-up
-  iterations take 511-1023 leapfrog steps each. Short runs (2 chains x (200 + 100)): 92
-  leapfrog steps per draw with this metric, 123 with the inverse of the centred model's own
-  Hessian at that point (24 negative eigenvalues floored); a mixed parametrization (Q and
-  GAMMA non-centred) was slower with either metric (413 steps per draw with the Hessian one;
-  stopped after twice the centred run's time with the mapped one).
+  iterations take 511-1023 leapfrog steps each. ``--laplace-metric mapped`` (the
+  non-centred model's inverse Hessian carried to the centred coordinates by the Jacobian
+  of the map) looked better in a 2 x (200 + 100) run (92 leapfrog steps per draw against
+  123) but did worse in the full run: one chain adapted a step size of 0.006 (others
+  0.04-0.07) and held the parallel chains up, 3,400 s, 114 divergences, min bulk ESS 152,
+  R-hat 1.026. A mixed parametrization (Q and GAMMA non-centred) was slower with either
+  metric in short runs (413 steps per draw with the Hessian one).
 
 ``--ode-method ode`` runs the diffrax path instead (chains sequential: parallel chains fail
 with diffrax in this stack, see ../shared/STACK.md).
@@ -46,7 +48,8 @@ and 127 leapfrog steps per iteration from the measured gradient).
         [--chains 4] [--warmup 500] [--samples 1000] [--ode-method rodas|ode]
         [--rtol R] [--atol A[,A...]] [--gradient adjoint|forward] [--history N]
         [--init laplace|median|map] [--parametrization centred|noncentred|centred=P,...]
-        [--adapt-mass no|yes] [--chain-method parallel|sequential|vectorized]
+        [--adapt-mass no|yes] [--laplace-metric hessian|mapped]
+        [--chain-method parallel|sequential|vectorized]
         [--compile-cache] [--solver tsit5] [--checkpoints N] [--max-steps N]
 
 Writes benchmarks/results/bench_fit_friberg.json.
@@ -117,6 +120,9 @@ def main() -> int:
                     help="with --init laplace: keep adapting the mass matrix in warm-up (no: "
                          "the Laplace metric throughout; a 164-dimensional dense metric from "
                          "NumPyro's first 25-draw window is worse than it)")
+    ap.add_argument("--laplace-metric", choices=["hessian", "mapped"], default="hessian",
+                    help="--init laplace: inverse of the sampled model's Hessian at the start "
+                         "(default) or the non-centred Laplace covariance carried over")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
@@ -217,7 +223,8 @@ def main() -> int:
     t0 = time.perf_counter()
     lap = None
     if args.init == "laplace":
-        lap = laplace_start(pm, pm.observed, seed=args.seed, hessian_floor=args.hessian_floor)
+        lap = laplace_start(pm, pm.observed, seed=args.seed, hessian_floor=args.hessian_floor,
+                            metric=args.laplace_metric)
         res["laplace"] = lap.info
         print(f"Laplace start: non-centred joint mode in {lap.info['map_seconds']:.0f} s "
               f"({lap.info['map_iterations']} L-BFGS iterations), Hessian "
