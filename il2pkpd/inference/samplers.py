@@ -350,9 +350,10 @@ def noncentred_twin(pm):
     return dataclasses.replace(pm, spec=spec)
 
 
-def _latent_sites(pm, obs) -> dict:
-    tr = numpyro.handlers.trace(numpyro.handlers.seed(pm, 0)).get_trace(obs=obs)
-    return {k: v for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"]}
+def _latent_sites(fn, **kwargs) -> tuple[str, ...]:
+    """Names of the latent sample sites of a model-like callable run with *kwargs*."""
+    tr = numpyro.handlers.trace(numpyro.handlers.seed(fn, 0)).get_trace(**kwargs)
+    return tuple(k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"])
 
 
 def sites_from_noncentred(pm, values: dict) -> dict:
@@ -420,7 +421,7 @@ _LATENT_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _latent_keys(pm) -> tuple[str, ...]:
     """The latent sample sites of *pm* (one eager trace per model, cached)."""
     if pm not in _LATENT_KEYS:
-        _LATENT_KEYS[pm] = tuple(_latent_sites(pm, pm.observed))
+        _LATENT_KEYS[pm] = _latent_sites(pm, obs=pm.observed)
     return _LATENT_KEYS[pm]
 
 
@@ -506,8 +507,8 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
         x_nc, unravel_nc = ravel_pytree(mres.unconstrained)
         hess = _fd_hessian(jax.jit(jax.grad(lambda v: ip.potential_fn(unravel_nc(v)))), x_nc)
         # the map, through the parameter part of the models only (no ODE solve)
-        par_nc = set(_latent_sites_of(pm_nc.parameters))
-        par = set(_latent_sites_of(pm.parameters))
+        par_nc = set(_latent_sites(pm_nc.parameters))
+        par = set(_latent_sites(pm.parameters))
 
         def to_sampled(v):
             u = unravel_nc(v)
@@ -538,12 +539,6 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
                  "eigenvalue_min": float(w.min()), "eigenvalue_max": float(w.max()),
                  "eigenvalues_floored": int(np.sum(low))})
     return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv + inv.T), info=info)
-
-
-def _latent_sites_of(fn) -> tuple[str, ...]:
-    """Sample sites of a model-like callable with no arguments (the parameter part)."""
-    tr = numpyro.handlers.trace(numpyro.handlers.seed(fn, 0)).get_trace()
-    return tuple(k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"])
 
 
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
