@@ -19,7 +19,8 @@ leapfrog steps per draw.
 
     .venv/bin/python benchmarks/bench_fit_il2.py [--methods focei,svi] [--chains 2]
         [--warmup 100] [--samples 100] [--ode-method rodas|ode] [--no-nuts]
-        [--init laplace|map|median] [--parametrization noncentred|centred|centred=P,...]
+        [--init laplace|map|median]
+        [--parametrization suggested|noncentred|centred|centred=P,...]
         [--chain-method parallel|sequential] [--compile-cache]
 
 Writes benchmarks/results/bench_fit_il2.json.
@@ -48,6 +49,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
+def _parametrization(text: str):
+    """``centred=CL,V1`` -> ``{"centred": ["CL", "V1"]}``; other values unchanged."""
+    kind, _, names = text.partition("=")
+    return {kind: [n for n in names.split(",") if n]} if names else text
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO / "datasets" / "il2_lowdose_sc.csv")
@@ -68,9 +75,11 @@ def main() -> int:
     ap.add_argument("--init", choices=["laplace", "map", "median"], default="laplace",
                     help="NUTS start (laplace: non-centred joint mode in the sampled "
                          "parametrization with a dense metric from the Laplace covariance)")
-    ap.add_argument("--parametrization", default="noncentred",
-                    help="IIV parametrization NUTS samples: noncentred, centred or "
-                         "centred=P,... (mixed)")
+    ap.add_argument("--parametrization", default="suggested",
+                    help="IIV parametrization NUTS samples: noncentred, centred, "
+                         "centred=P,... (mixed) or suggested (the first fast method's "
+                         "eta-shrinkage: centred below 30%%, else non-centred; "
+                         "noncentred when --methods is empty)")
     ap.add_argument("--chain-method", default="parallel",
                     help="parallel (one XLA CPU device per chain) | sequential | vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
@@ -95,10 +104,14 @@ def main() -> int:
     else:
         solver = {"method": "ode", "solver": args.solver, "rtol": args.rtol or 1e-5,
                   "atol": 1e-6}
+    def build(parametrization):
+        return prepare("il2_pkpd", args.data, population={
+            "estimate": estimate, "iiv": estimate, "parametrization": parametrization},
+                       residual=residual, solver_options=solver)[0]
+
     t0 = time.perf_counter()
-    pm, model, data, _ = prepare("il2_pkpd", args.data, population={
-        "estimate": estimate, "iiv": estimate, "parametrization": args.parametrization},
-                                 residual=residual, solver_options=solver)
+    pm = build("noncentred" if args.parametrization == "suggested"
+               else _parametrization(args.parametrization))
     prep_s = time.perf_counter() - t0
     truth = {**meta["typical_values"],
              **{f"omega_{k}": v for k, v in meta["between_subject_sd_log"].items()}}
@@ -128,12 +141,23 @@ def main() -> int:
                   f"{t if t is None else f'{t:.4g}'}{cover}")
         return out, s
 
+    suggestions: list = []
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         t0 = time.perf_counter()
         fr = fit_population_model(pm, method, seed=args.seed, svi_steps=args.svi_steps,
                                   draws=500, is_ode=True, posterior_predictive=False)
         res[method], _ = report(method.upper(), fr, time.perf_counter() - t0)
         res[method]["info"] = {k: v for k, v in fr.info.items() if k != "spec"}
+        if "eta_shrinkage" in fr.info:
+            print("  eta-shrinkage: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in
+                                                  fr.info["eta_shrinkage"].items()))
+            suggestions.append(fr.info["suggested_parametrization"])
+    parametrization = _parametrization(args.parametrization)
+    if parametrization == "suggested":
+        parametrization = suggestions[0] if suggestions else "noncentred"
+        print(f"NUTS samples the parametrization {parametrization}", flush=True)
+    if not args.no_nuts and parametrization != pm.spec.parametrization_value():
+        pm = build(parametrization)
     if not args.no_nuts:
         t0 = time.perf_counter()
         fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
@@ -148,7 +172,7 @@ def main() -> int:
                     "max_r_hat": float(s["r_hat"].max()), "divergences": fr.info["divergences"],
                     "ess_per_s": float(s["ess_bulk"].min()) / wall,
                     "chain_method": fr.info["chain_method"], "init": args.init,
-                    "parametrization": args.parametrization, "metric": fr.info.get("metric"),
+                    "parametrization": parametrization, "metric": fr.info.get("metric"),
                     "laplace": fr.info.get("laplace"), "step_size": fr.info.get("step_size"),
                     "leapfrog_steps_mean": float(steps.mean()),
                     "leapfrog_steps_max": int(steps.max()), "cpu_s": time.process_time()})

@@ -144,3 +144,42 @@ def test_bad_init_is_an_option_error(centred_pm):
     with pytest.raises(OptionError, match="laplace"):
         fit_population_model(centred_pm, "nuts", chains=1, warmup=5, samples=5, init="mode")
 
+
+
+def test_structured_metric_is_the_laplace_covariance_cut_to_numpyro_blocks(centred_pm):
+    """Reference: the dense Laplace covariance indexed by hand (sites in sorted order, each
+    flattened C-order): the population block in its tuple's order, the variances elsewhere."""
+    from il2pkpd.inference.samplers import _dense_arg, _laplace_blocks
+
+    pm = centred_pm
+    lap = laplace_start(pm, pm.observed, seed=0)
+    cov = lap.inverse_mass_matrix
+    names = sorted(lap.unconstrained)
+    index, pos = {}, 0
+    for k in names:
+        n = int(np.size(lap.unconstrained[k]))
+        index[k] = list(range(pos, pos + n))
+        pos += n
+    dense = _dense_arg(pm, "population")
+    assert isinstance(dense, list) and len(dense) == 1
+    blocks = _laplace_blocks(lap, dense)
+    pop = dense[0]
+    ii = [i for k in pop for i in index[k]]
+    np.testing.assert_array_equal(np.asarray(blocks[pop]), cov[np.ix_(ii, ii)])
+    rest = tuple(k for k in names if k not in pop)
+    assert set(blocks) == {pop, rest} and "phi" in rest
+    jj = [i for k in rest for i in index[k]]
+    np.testing.assert_array_equal(np.asarray(blocks[rest]), np.diag(cov)[jj])
+    np.testing.assert_array_equal(np.asarray(_laplace_blocks(lap, False)), np.diag(cov))
+
+
+@pytest.mark.parametrize("dense_mass", ["population", "diagonal"])
+def test_structured_laplace_metric_starts_the_adaptation(centred_pm, dense_mass):
+    res = fit_population_model(centred_pm, "nuts", chains=1, warmup=100, samples=200, seed=3,
+                               init="laplace", dense_mass=dense_mass, progress_bar=False,
+                               posterior_predictive=False, prior_draws=0)
+    assert res.info["metric"] == "laplace" and res.info["adapt_mass_matrix"] is True
+    assert res.info["mass_matrix"] == ("blocks" if dense_mass == "population" else "diagonal")
+    s = res.summary.set_index("parameter")
+    for name in ("CL", "V"):
+        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name

@@ -32,6 +32,9 @@ INIT_OPTIONS = ("median", "map", "laplace")
 #: Largest number of latent dimensions for which "auto" uses a full dense mass matrix (a dense
 #: metric estimated from a few hundred warm-up draws is poor beyond a couple of hundred).
 DENSE_FULL_MAX_DIM = 200
+#: Largest latent dimension :func:`run_nuts` computes a Laplace metric for (the Hessian costs
+#: two gradients per dimension); beyond it ``init="laplace"`` gives the start point only.
+LAPLACE_MAX_DIM = 1000
 
 
 @dataclass(frozen=True)
@@ -469,8 +472,9 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
     hessian_floor : float
         Smallest Hessian eigenvalue kept (unconstrained scale).
     max_dim : int
-        Largest latent dimension given a dense metric (the Hessian costs 2 gradients per
-        dimension); beyond it only the start point is returned.
+        Largest latent dimension given a metric (the Hessian costs 2 gradients per
+        dimension); beyond it only the start point is returned. :func:`run_nuts` uses
+        :data:`LAPLACE_MAX_DIM`.
     metric : {"mapped", "hessian"}
     map_result : MapResult, optional
         The non-centred model's mode, if already found.
@@ -541,6 +545,29 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
     return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv + inv.T), info=info)
 
 
+def _laplace_blocks(lap: LaplaceStart, dense) -> dict | np.ndarray:
+    """The Laplace covariance cut to NumPyro's mass-matrix structure *dense* (a list of site
+    tuples, each a dense block in its tuple's order, the remaining sites one diagonal block
+    in sorted order; or ``False``: one diagonal over all sites in sorted order)."""
+    names = sorted(lap.unconstrained)
+    index, pos = {}, 0
+    for k in names:
+        n = int(np.size(lap.unconstrained[k]))
+        index[k] = np.arange(pos, pos + n)
+        pos += n
+    cov = np.asarray(lap.inverse_mass_matrix)
+    if dense is False:
+        return jnp.asarray(np.diag(cov))
+    out = {}
+    for block in dense:
+        ii = np.concatenate([index[k] for k in block])
+        out[tuple(block)] = jnp.asarray(cov[np.ix_(ii, ii)])
+    rest = tuple(k for k in names if not any(k in b for b in dense))
+    if rest:
+        out[rest] = jnp.asarray(np.diag(cov)[np.concatenate([index[k] for k in rest])])
+    return out
+
+
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
              target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
              dense_mass: str | bool = "auto", init: str = "median",
@@ -572,9 +599,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     init : {"median", "map", "laplace"}
         Start from prior medians (``init_to_median``), from the MAP estimate, or from the
         Laplace start (:func:`laplace_start`: the non-centred joint mode mapped to the sampled
-        parametrization, with a dense inverse mass matrix from the Hessian there), jittered
-        per chain. ``laplace`` suits rich data sampled centred, where warm-up from prior
-        medians with an identity metric spends hundreds of leapfrog steps per iteration.
+        parametrization, with an inverse mass matrix from the Hessian there: see
+        *adapt_mass_matrix*; start point only beyond :data:`LAPLACE_MAX_DIM` latent
+        dimensions), jittered per chain. ``laplace`` suits rich data sampled centred, where
+        warm-up from prior medians with an identity metric spends hundreds of leapfrog steps
+        per iteration.
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized``; chosen automatically when None.
     progress_bar : bool, optional
@@ -585,10 +614,13 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     map_result : MapResult, optional
         A MAP estimate to start from (``init="map"``).
     adapt_mass_matrix : bool, optional
-        Adapt the mass matrix in warm-up. Default: yes, except with the Laplace metric, which
-        is kept (on the 164-dimensional Friberg benchmark a dense metric estimated from
+        Adapt the mass matrix in warm-up. Default: yes, except with a full dense Laplace
+        metric (*dense_mass* ``full``, or ``auto`` up to 200 latent dimensions), which is
+        kept (on the 164-dimensional Friberg benchmark a dense metric estimated from
         NumPyro's per-chain warm-up windows, the first of 25 draws, did worse than the
-        Laplace one).
+        Laplace one). With ``population`` or ``diagonal`` the Laplace covariance, cut to that
+        structure (its population block, the variances of the others), is the metric the
+        adaptation starts from: the first warm-up window no longer runs on an identity metric.
     laplace : LaplaceStart, optional
         A Laplace start already computed (``init="laplace"``).
 
@@ -614,16 +646,20 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     map_seconds = 0.0
     metric: dict = {}
     if init == "laplace":
-        lap = laplace or laplace_start(pm, obs, seed=seed)
+        lap = laplace or laplace_start(pm, obs, seed=seed, max_dim=LAPLACE_MAX_DIM)
         start = lap.unconstrained
         map_seconds = lap.info["map_seconds"] + lap.info.get("hessian_seconds", 0.0)
-        if lap.inverse_mass_matrix is not None:
-            # one dense block over every site, in NumPyro's (sorted) order
-            dense = True
+        if lap.inverse_mass_matrix is not None and dense is True:
+            # one dense block over every site, in NumPyro's (sorted) order, kept by default
             metric = {"inverse_mass_matrix": {tuple(sorted(start)): jnp.asarray(
                 lap.inverse_mass_matrix)},
                 "adapt_mass_matrix": bool(adapt_mass_matrix) if adapt_mass_matrix is not None
                 else False}
+        elif lap.inverse_mass_matrix is not None:
+            # the structured (or diagonal) cut of it starts the adaptation
+            metric = {"inverse_mass_matrix": _laplace_blocks(lap, dense),
+                      "adapt_mass_matrix": bool(adapt_mass_matrix)
+                      if adapt_mass_matrix is not None else True}
     elif init == "map":
         mres = map_result or run_map(pm, obs, seed=seed)
         map_seconds = mres.seconds
@@ -650,7 +686,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
            "map_seconds": map_seconds,
            "adapt_mass_matrix": metric.get("adapt_mass_matrix", True),
            "metric": ("laplace" if "inverse_mass_matrix" in metric
-                      else "adapted" if metric.get("adapt_mass_matrix", True) else "identity")}
+                      else "adapted" if metric.get("adapt_mass_matrix", True) else "identity"),
+           "mass_matrix": ("dense" if dense is True else "diagonal" if dense is False
+                           else "blocks")}
     try:        # the adapted step size of each chain (a diagnostic of the metric's fit)
         out["step_size"] = [float(v) for v in np.ravel(mcmc.last_state.adapt_state.step_size)]
     except AttributeError:
