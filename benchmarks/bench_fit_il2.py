@@ -11,17 +11,20 @@ defaults; log-normal residual error per output, M3 for BLQ IL-2 values (the mode
 
 Runs the fast methods first (``--methods``, default FOCE-I; also map, laplace, svi), then NUTS
 with the requested settings (small by default: each gradient of the log density costs 40-95
-ms CPU), chains in parallel (one XLA CPU device per chain; the Rodas4 path allows it), started
-by ``--init laplace`` (the non-centred joint mode with a dense metric from the Laplace
-covariance), and prints wall times, the estimates against the true values (and whether the
-90% interval covers them), and for NUTS min bulk ESS, ESS/s, max R-hat, divergences and
-leapfrog steps per draw.
+ms CPU), chains in parallel (one XLA CPU device per chain; the Rodas4 path allows it), in
+the IIV parametrization the first fast method's eta-shrinkage suggests (``--parametrization
+suggested``: centred below 30%), started by ``--init laplace`` (the non-centred joint mode
+mapped to that parametrization; the Laplace covariance there, cut to the mass matrix's
+structure, a dense population block and a diagonal for the 432 random effects, is where
+the adaptation starts), and prints wall times, the estimates against the true values (and
+whether the 90% interval covers them), and for NUTS min bulk ESS, ESS/s, max R-hat,
+divergences and leapfrog steps per draw.
 
     .venv/bin/python benchmarks/bench_fit_il2.py [--methods focei,svi] [--chains 2]
         [--warmup 100] [--samples 100] [--ode-method rodas|ode] [--no-nuts]
         [--init laplace|map|median]
         [--parametrization suggested|noncentred|centred|centred=P,...]
-        [--chain-method parallel|sequential] [--compile-cache]
+        [--chain-method parallel|sequential] [--compile-cache] [--no-progress-bar]
 
 Writes benchmarks/results/bench_fit_il2.json.
 """
@@ -83,6 +86,9 @@ def main() -> int:
     ap.add_argument("--chain-method", default="parallel",
                     help="parallel (one XLA CPU device per chain) | sequential | vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
+    ap.add_argument("--no-progress-bar", action="store_true",
+                    help="no NumPyro progress bar (one per chain, on stderr; shown by default "
+                         "because a run takes tens of minutes)")
     ap.add_argument("--compile-cache", action="store_true",
                     help="keep XLA programs on disk between runs (as the CLI does)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_il2.json")
@@ -164,7 +170,8 @@ def main() -> int:
                                   samples=args.samples, seed=args.seed, init=args.init,
                                   is_ode=True, chain_method=args.chain_method,
                                   max_tree_depth=args.max_tree_depth,
-                                  progress_bar=False, posterior_predictive=False)
+                                  progress_bar=not args.no_progress_bar,
+                                  posterior_predictive=False)
         wall = time.perf_counter() - t0
         steps = np.asarray(fr.datatree["sample_stats"]["n_steps"].values)
         out, s = report(f"NUTS {args.chains} x ({args.warmup} + {args.samples})", fr, wall)

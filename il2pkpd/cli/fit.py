@@ -35,10 +35,11 @@ def fit_command(
     dense_mass: str = typer.Option("auto",
                                    help="NUTS mass matrix: auto | full | population | diagonal."),
     init: str = typer.Option("median", help="NUTS start: median (prior medians) | map | "
-                                             "laplace (non-centred joint mode with a dense "
+                                             "laplace (non-centred joint mode with a "
                                              "metric from the Hessian there; rich data)."),
     adapt_mass: str = typer.Option("auto", help="NUTS mass matrix adaptation in warm-up: "
-                                                "auto (yes, but the laplace metric is kept) "
+                                                "auto (yes, but a full dense laplace "
+                                                "metric, up to 200 latent dimensions, is kept) "
                                                 "| yes | no."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),

@@ -348,11 +348,11 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS mass matrix (see :func:`il2pkpd.inference.samplers.run_nuts`).
     init : {"median", "map", "laplace"}
         NUTS initial values: prior medians, the MAP estimate, or the Laplace start (the
-        non-centred joint mode in the sampled parametrization, with a dense metric from the
+        non-centred joint mode in the sampled parametrization, with a metric from the
         Hessian there: see :func:`il2pkpd.inference.samplers.laplace_start`).
     adapt_mass_matrix : bool, optional
-        Adapt the NUTS mass matrix in warm-up (default: yes, except that the Laplace metric
-        is kept).
+        Adapt the NUTS mass matrix in warm-up (default: yes, except that a full dense Laplace
+        metric is kept; see :func:`il2pkpd.inference.samplers.run_nuts`).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
