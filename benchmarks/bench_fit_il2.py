@@ -77,12 +77,13 @@ def main() -> int:
     ap.add_argument("--no-nuts", action="store_true")
     ap.add_argument("--init", choices=["laplace", "map", "median"], default="laplace",
                     help="NUTS start (laplace: non-centred joint mode in the sampled "
-                         "parametrization with a dense metric from the Laplace covariance)")
+                         "parametrization; the Laplace covariance there, cut to the mass "
+                         "matrix's blocks, starts the adaptation)")
     ap.add_argument("--parametrization", default="suggested",
                     help="IIV parametrization NUTS samples: noncentred, centred, "
-                         "centred=P,... (mixed) or suggested (the first fast method's "
-                         "eta-shrinkage: centred below 30%%, else non-centred; "
-                         "noncentred when --methods is empty)")
+                         "centred=P,... (mixed) or suggested (the eta-shrinkage of the "
+                         "first fast method that reports it, focei, laplace or svi: "
+                         "centred below 30%%, else non-centred; noncentred when none does)")
     ap.add_argument("--chain-method", default="parallel",
                     help="parallel (one XLA CPU device per chain) | sequential | vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
@@ -161,7 +162,8 @@ def main() -> int:
     parametrization = _parametrization(args.parametrization)
     if parametrization == "suggested":
         parametrization = suggestions[0] if suggestions else "noncentred"
-        print(f"NUTS samples the parametrization {parametrization}", flush=True)
+        if not args.no_nuts:
+            print(f"NUTS samples the parametrization {parametrization}", flush=True)
     if not args.no_nuts and parametrization != pm.spec.parametrization_value():
         pm = build(parametrization)
     if not args.no_nuts:

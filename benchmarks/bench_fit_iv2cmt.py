@@ -62,11 +62,13 @@ def _parse():
     ap.add_argument("--max-tree-depth", type=int, default=10)
     ap.add_argument("--init", default="median", help="median, map or laplace")
     ap.add_argument("--adapt-mass", choices=["auto", "yes", "no"], default="auto",
-                    help="mass matrix adaptation in warm-up (auto: yes, but a Laplace metric "
-                         "is kept)")
+                    help="mass matrix adaptation in warm-up (auto: yes, but a full dense "
+                         "Laplace metric is kept)")
     ap.add_argument("--laplace-max-dim", type=int, default=600,
-                    help="--init laplace: largest latent dimension given the dense Laplace "
-                         "metric (495 here)")
+                    help="--init laplace: largest latent dimension given a Laplace metric "
+                         "(495 here; with --dense-mass auto or population its population "
+                         "block and the random effects' variances start the adaptation, "
+                         "with --dense-mass full the dense metric is kept)")
     ap.add_argument("--chain-method", default=None,
                     help="parallel, vectorized or sequential (default: the package's choice)")
     ap.add_argument("--no-stan", action="store_true")

@@ -146,31 +146,47 @@ def test_bad_init_is_an_option_error(centred_pm):
 
 
 
-def test_structured_metric_is_the_laplace_covariance_cut_to_numpyro_blocks(centred_pm):
-    """Reference: the dense Laplace covariance indexed by hand (sites in sorted order, each
-    flattened C-order): the population block in its tuple's order, the variances elsewhere."""
-    from il2pkpd.inference.samplers import _dense_arg, _laplace_blocks
+def test_structured_metric_is_the_laplace_covariance_cut_to_numpyro_blocks():
+    """Reference: each site's positions in the flat vector from JAX's own ravel_pytree (sites
+    of several shapes); a dense block in its tuple's order, which differs from sorted order;
+    the remaining sites one diagonal block in sorted order."""
+    from il2pkpd.inference.samplers import LaplaceStart, _laplace_blocks
+
+    unc = {"b": np.zeros(()), "a": np.zeros((2, 3)), "d": np.zeros(4), "c": np.zeros(())}
+    flat, unravel = ravel_pytree(unc)
+    n = flat.size
+    pos = {k: np.asarray(v).ravel().astype(int)
+           for k, v in unravel(np.arange(n, dtype=float)).items()}
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n, n))
+    cov = a @ a.T + n * np.eye(n)
+    lap = LaplaceStart(unconstrained=unc, inverse_mass_matrix=cov, info={})
+    block = ("d", "b")
+    out = _laplace_blocks(lap, [block])
+    ii = np.concatenate([pos["d"], pos["b"]])
+    np.testing.assert_array_equal(np.asarray(out[block]), cov[np.ix_(ii, ii)])
+    assert set(out) == {block, ("a", "c")}
+    jj = np.concatenate([pos["a"], pos["c"]])
+    np.testing.assert_array_equal(np.asarray(out[("a", "c")]), np.diag(cov)[jj])
+    np.testing.assert_array_equal(np.asarray(_laplace_blocks(lap, False)), np.diag(cov))
+
+
+def test_numpyro_starts_from_the_structured_laplace_metric(centred_pm):
+    """Fewer than 20 warm-up iterations: NumPyro adapts only the step size, so the metric it
+    ends with is the one it was given."""
+    from il2pkpd.inference.samplers import _dense_arg, _laplace_blocks, run_nuts
 
     pm = centred_pm
     lap = laplace_start(pm, pm.observed, seed=0)
-    cov = lap.inverse_mass_matrix
-    names = sorted(lap.unconstrained)
-    index, pos = {}, 0
-    for k in names:
-        n = int(np.size(lap.unconstrained[k]))
-        index[k] = list(range(pos, pos + n))
-        pos += n
-    dense = _dense_arg(pm, "population")
-    assert isinstance(dense, list) and len(dense) == 1
-    blocks = _laplace_blocks(lap, dense)
-    pop = dense[0]
-    ii = [i for k in pop for i in index[k]]
-    np.testing.assert_array_equal(np.asarray(blocks[pop]), cov[np.ix_(ii, ii)])
-    rest = tuple(k for k in names if k not in pop)
-    assert set(blocks) == {pop, rest} and "phi" in rest
-    jj = [i for k in rest for i in index[k]]
-    np.testing.assert_array_equal(np.asarray(blocks[rest]), np.diag(cov)[jj])
-    np.testing.assert_array_equal(np.asarray(_laplace_blocks(lap, False)), np.diag(cov))
+    mcmc, info = run_nuts(pm, pm.observed, chains=1, warmup=10, samples=5, seed=0,
+                          dense_mass="population", init="laplace", laplace=lap,
+                          progress_bar=False)
+    assert info["mass_matrix"] == "blocks" and info["adapt_mass_matrix"] is True
+    want = _laplace_blocks(lap, _dense_arg(pm, "population"))
+    got = mcmc.last_state.adapt_state.inverse_mass_matrix
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-12)
 
 
 @pytest.mark.parametrize("dense_mass", ["population", "diagonal"])
