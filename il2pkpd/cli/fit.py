@@ -39,7 +39,8 @@ def fit_command(
                                              "metric from the Hessian there; rich data)."),
     adapt_mass: str = typer.Option("auto", help="NUTS mass matrix adaptation in warm-up: "
                                                 "auto (yes, but a full dense laplace "
-                                                "metric, up to 200 latent dimensions, is kept) "
+                                                "metric is kept: --dense-mass full, or auto "
+                                                "up to 200 latent dimensions) "
                                                 "| yes | no."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
