@@ -52,12 +52,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def _parametrization(text: str):
-    """``centred=CL,V1`` -> ``{"centred": ["CL", "V1"]}``; other values unchanged."""
-    kind, _, names = text.partition("=")
-    return {kind: [n for n in names.split(",") if n]} if names else text
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO / "datasets" / "il2_lowdose_sc.csv")
@@ -117,8 +111,8 @@ def main() -> int:
                        residual=residual, solver_options=solver)[0]
 
     t0 = time.perf_counter()
-    pm = build("noncentred" if args.parametrization == "suggested"
-               else _parametrization(args.parametrization))
+    suggested = args.parametrization == "suggested"
+    pm = build("noncentred" if suggested else args.parametrization)   # text parsed by the spec
     prep_s = time.perf_counter() - t0
     truth = {**meta["typical_values"],
              **{f"omega_{k}": v for k, v in meta["between_subject_sd_log"].items()}}
@@ -159,13 +153,11 @@ def main() -> int:
             print("  eta-shrinkage: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in
                                                   fr.info["eta_shrinkage"].items()))
             suggestions.append(fr.info["suggested_parametrization"])
-    parametrization = _parametrization(args.parametrization)
-    if parametrization == "suggested":
-        parametrization = suggestions[0] if suggestions else "noncentred"
-        if not args.no_nuts:
-            print(f"NUTS samples the parametrization {parametrization}", flush=True)
-    if not args.no_nuts and parametrization != pm.spec.parametrization_value():
-        pm = build(parametrization)
+    if suggested and not args.no_nuts:
+        chosen = suggestions[0] if suggestions else "noncentred"
+        print(f"NUTS samples the parametrization {chosen}", flush=True)
+        if chosen != pm.spec.parametrization_value():
+            pm = build(chosen)
     if not args.no_nuts:
         t0 = time.perf_counter()
         fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
@@ -181,7 +173,7 @@ def main() -> int:
                     "max_r_hat": float(s["r_hat"].max()), "divergences": fr.info["divergences"],
                     "ess_per_s": float(s["ess_bulk"].min()) / wall,
                     "chain_method": fr.info["chain_method"], "init": args.init,
-                    "parametrization": parametrization, "metric": fr.info.get("metric"),
+                    "parametrization": pm.spec.parametrization_value(), "metric": fr.info.get("metric"),
                     "laplace": fr.info.get("laplace"), "step_size": fr.info.get("step_size"),
                     "leapfrog_steps_mean": float(steps.mean()),
                     "leapfrog_steps_max": int(steps.max()), "cpu_s": time.process_time()})

@@ -169,6 +169,9 @@ def test_structured_metric_is_the_laplace_covariance_cut_to_numpyro_blocks():
     jj = np.concatenate([pos["a"], pos["c"]])
     np.testing.assert_array_equal(np.asarray(out[("a", "c")]), np.diag(cov)[jj])
     np.testing.assert_array_equal(np.asarray(_laplace_blocks(lap, False)), np.diag(cov))
+    full = _laplace_blocks(lap, True)
+    assert list(full) == [("a", "b", "c", "d")]
+    np.testing.assert_array_equal(np.asarray(full[("a", "b", "c", "d")]), cov)
 
 
 def test_numpyro_starts_from_the_structured_laplace_metric(centred_pm):

@@ -548,7 +548,8 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
 def _laplace_blocks(lap: LaplaceStart, dense) -> dict | np.ndarray:
     """The Laplace covariance cut to NumPyro's mass-matrix structure *dense* (a list of site
     tuples, each a dense block in its tuple's order, the remaining sites one diagonal block
-    in sorted order; or ``False``: one diagonal over all sites in sorted order)."""
+    in sorted order; ``True``: one dense block over all sites in sorted order; ``False``: one
+    diagonal over them)."""
     names = sorted(lap.unconstrained)
     index, pos = {}, 0
     for k in names:
@@ -556,6 +557,8 @@ def _laplace_blocks(lap: LaplaceStart, dense) -> dict | np.ndarray:
         index[k] = np.arange(pos, pos + n)
         pos += n
     cov = np.asarray(lap.inverse_mass_matrix)
+    if dense is True:
+        return {tuple(names): jnp.asarray(cov)}
     if dense is False:
         return jnp.asarray(np.diag(cov))
     out = {}
@@ -649,17 +652,12 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         lap = laplace or laplace_start(pm, obs, seed=seed, max_dim=LAPLACE_MAX_DIM)
         start = lap.unconstrained
         map_seconds = lap.info["map_seconds"] + lap.info.get("hessian_seconds", 0.0)
-        if lap.inverse_mass_matrix is not None and dense is True:
-            # one dense block over every site, in NumPyro's (sorted) order, kept by default
-            metric = {"inverse_mass_matrix": {tuple(sorted(start)): jnp.asarray(
-                lap.inverse_mass_matrix)},
-                "adapt_mass_matrix": bool(adapt_mass_matrix) if adapt_mass_matrix is not None
-                else False}
-        elif lap.inverse_mass_matrix is not None:
-            # the structured (or diagonal) cut of it starts the adaptation
+        if lap.inverse_mass_matrix is not None:
+            # a full dense metric is kept by default; a structured or diagonal cut of it only
+            # starts the adaptation
             metric = {"inverse_mass_matrix": _laplace_blocks(lap, dense),
                       "adapt_mass_matrix": bool(adapt_mass_matrix)
-                      if adapt_mass_matrix is not None else True}
+                      if adapt_mass_matrix is not None else dense is not True}
     elif init == "map":
         mres = map_result or run_map(pm, obs, seed=seed)
         map_seconds = mres.seconds
