@@ -123,6 +123,10 @@ def main() -> int:
     ap.add_argument("--laplace-metric", choices=["hessian", "mapped"], default="hessian",
                     help="--init laplace: inverse of the sampled model's Hessian at the start "
                          "(default) or the non-centred Laplace covariance carried over")
+    ap.add_argument("--pooled-metric", choices=["yes", "no"], default="no",
+                    help="cross-chain warm-up: after half the warm-up, a dense metric from the "
+                         "four chains' pooled draws (correlations shrunk) replaces the "
+                         "Laplace one; the rest of warm-up adapts the step size")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
@@ -238,6 +242,7 @@ def main() -> int:
                               max_tree_depth=args.max_tree_depth, is_ode=True,
                               init=args.init, laplace=lap,
                               adapt_mass_matrix=args.adapt_mass == "yes",
+                              pooled_metric=args.pooled_metric == "yes",
                               target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
@@ -252,6 +257,7 @@ def main() -> int:
         "chain_method": fr.info["chain_method"], "wall_s": wall, "script_wall_s": total,
         "sampling_s": fr.info.get("seconds"), "cpu_s": time.process_time(),
         "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
+        "pooled_metric": fr.info.get("pooled_metric"),
         "min_ess_bulk": float(s["ess_bulk"].min()), "max_r_hat": float(s["r_hat"].max()),
         "divergences": fr.info["divergences"], "ess_per_s": float(s["ess_bulk"].min()) / wall,
         "seconds_per_iteration": wall / n_iter,

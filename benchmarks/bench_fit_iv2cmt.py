@@ -69,6 +69,9 @@ def _parse():
                          "(495 here; with --dense-mass auto or population its population "
                          "block and the random effects' variances start the adaptation, "
                          "with --dense-mass full the dense metric is kept)")
+    ap.add_argument("--pooled-metric", choices=["yes", "no"], default="no",
+                    help="cross-chain warm-up: after half the warm-up, the metric from all "
+                         "chains' pooled draws replaces the per-chain one")
     ap.add_argument("--chain-method", default=None,
                     help="parallel, vectorized or sequential (default: the package's choice)")
     ap.add_argument("--no-stan", action="store_true")
@@ -242,7 +245,7 @@ def run_numpyro(data_dir: Path) -> dict:
                                samples=ARGS.samples, seed=ARGS.seed, dense_mass=ARGS.dense_mass,
                                target_accept=ARGS.target_accept,
                                max_tree_depth=ARGS.max_tree_depth, init=ARGS.init,
-                               laplace=lap,
+                               laplace=lap, pooled_metric=ARGS.pooled_metric == "yes",
                                adapt_mass_matrix=(None if ARGS.adapt_mass == "auto"
                                                   else ARGS.adapt_mass == "yes"),
                                chain_method=ARGS.chain_method,
@@ -263,6 +266,7 @@ def run_numpyro(data_dir: Path) -> dict:
                 "dense_mass": ARGS.dense_mass, "parametrization": PARAMETRIZATION,
                 "target_accept": ARGS.target_accept, "max_tree_depth": ARGS.max_tree_depth,
                 "init": ARGS.init, "map_s": res.info.get("map_seconds", 0.0),
+                "pooled_metric": res.info.get("pooled_metric"),
                 "metric": res.info.get("metric"), "laplace": res.info.get("laplace"),
                 "adapt_mass": ARGS.adapt_mass, "step_size": res.info.get("step_size"),
                 "eta_shrinkage": res.info.get("eta_shrinkage"),

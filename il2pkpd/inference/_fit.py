@@ -310,7 +310,7 @@ def _toml(value) -> str:
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
         dense_mass: str | bool = "auto", init: str = "median",
-        adapt_mass_matrix: bool | None = None,
+        adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -353,6 +353,10 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
     adapt_mass_matrix : bool, optional
         Adapt the NUTS mass matrix in warm-up (default: yes, except that a full dense Laplace
         metric is kept; see :func:`il2pkpd.inference.samplers.run_nuts`).
+    pooled_metric : bool
+        Cross-chain warm-up: after the first half of warm-up, a metric from all chains'
+        draws pooled replaces the per-chain one (see
+        :func:`il2pkpd.inference.samplers.run_nuts`).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -393,7 +397,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         is_ode=not getattr(model_obj, "is_closed_form", True), chains=chains, warmup=warmup,
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
         dense_mass=dense_mass, init=init, adapt_mass_matrix=adapt_mass_matrix,
-        chain_method=chain_method, draws=draws, svi_steps=svi_steps, progress_bar=progress_bar,
+        pooled_metric=pooled_metric, chain_method=chain_method, draws=draws,
+        svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
         prior_draws=prior_draws)
     if getattr(model_obj, "path", None) is not None:
@@ -407,7 +412,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          target_accept: float = 0.8, max_tree_depth: int = 10,
                          dense_mass: str | bool = "auto", init: str = "median",
                          adapt_mass_matrix: bool | None = None, laplace=None,
-                         chain_method: str | None = None, draws: int = 1000,
+                         pooled_metric: bool = False, chain_method: str | None = None,
+                         draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
@@ -429,7 +435,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                                seed=seed, dense_mass=dense_mass, init=init,
                                chain_method=chain_method, progress_bar=progress_bar,
                                is_ode=is_ode, map_result=mres,
-                               adapt_mass_matrix=adapt_mass_matrix, laplace=laplace)
+                               adapt_mass_matrix=adapt_mass_matrix, laplace=laplace,
+                               pooled_metric=pooled_metric)
         info.update(ninfo)
         info.update({"chains": chains, "warmup": warmup, "samples": samples,
                      "target_accept": target_accept, "max_tree_depth": max_tree_depth,
