@@ -81,9 +81,11 @@ def test_cli_mixed_parametrization(csv_path, tmp_path, capsys):
     assert 3.0 < s.loc["CL", "mean"] < 5.5
 
 
-def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
+@pytest.mark.parametrize("pooled", [False, True])
+def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up),
-    started from the Laplace approximation with its metric kept through warm-up."""
+    started from the Laplace approximation with its metric kept through warm-up (pooled: for
+    the first half of it, then the metric from both chains' draws)."""
     out = tmp_path / "nuts"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
@@ -91,7 +93,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
         [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
          "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
          "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL", "--no-progress",
-         "--no-report", "--init", "laplace"],
+         "--no-report", "--init", "laplace", *(["--pooled-metric"] if pooled else [])],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 chains (parallel)" in proc.stdout
@@ -99,8 +101,11 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     assert list(s.index) == ["CL", "omega_CL", "sigma_CP"]  # V fixed, IIV on CL only
     assert (out / "_COMPLETE").is_file()
     info = json.loads((out / "fit.json").read_text())["info"]
-    assert info["init"] == "laplace" and info["metric"] == "laplace"
+    assert info["init"] == "laplace" and info["metric"] == ("pooled" if pooled else "laplace")
     assert info["adapt_mass_matrix"] is False and len(info["step_size"]) == 2
+    if pooled:
+        assert info["pooled_metric"]["warmup_stage1"] == 75
+        assert info["pooled_metric"]["draws_pooled"] == 2 * (75 - 37)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -123,6 +128,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path):
     (["--estimate", "CL,XX"], "XX"),
     (["--init", "mode"], "--init"),
     (["--adapt-mass", "sometimes"], "--adapt-mass"),
+    (["--method", "nuts", "--warmup", "10", "--pooled-metric"], "--pooled-metric"),
 ])
 def test_bad_options_exit_2(csv_path, tmp_path, capsys, args, needle):
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(tmp_path / "x"),

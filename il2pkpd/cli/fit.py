@@ -42,6 +42,11 @@ def fit_command(
                                                 "metric is kept: --dense-mass full, or auto "
                                                 "up to 200 latent dimensions) "
                                                 "| yes | no."),
+    pooled_metric: bool = typer.Option(
+        False, "--pooled-metric/--no-pooled-metric",
+        help="NUTS cross-chain warm-up: after half the warm-up, a metric from all chains' "
+             "draws pooled (correlations shrunk) replaces the per-chain one and is kept; the "
+             "rest of warm-up adapts the step size (needs --warmup 40 or more)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -67,7 +72,7 @@ def fit_command(
 ) -> None:
     """Fit a population model (NUTS by default) and write posterior.nc and summary.csv."""
     from il2pkpd.inference._fit import METHODS
-    from il2pkpd.inference.samplers import DENSE_OPTIONS, INIT_OPTIONS
+    from il2pkpd.inference.samplers import DENSE_OPTIONS, INIT_OPTIONS, POOLED_MIN_WARMUP
     from il2pkpd.inference.spec import parse_assignments
 
     if method not in METHODS:
@@ -86,6 +91,9 @@ def fit_command(
     if init not in INIT_OPTIONS:
         raise OptionError(f"--init {init!r} is not allowed; use one of "
                           f"{', '.join(INIT_OPTIONS)}.")
+    if method == "nuts" and pooled_metric and warmup < POOLED_MIN_WARMUP:
+        raise OptionError(f"--pooled-metric needs --warmup {POOLED_MIN_WARMUP} or more, got "
+                          f"{warmup}.")
     if adapt_mass not in ("auto", "yes", "no"):
         raise OptionError(f"--adapt-mass {adapt_mass!r} is not allowed; use auto, yes or no.")
     if covariance is not None and covariance not in ("diagonal", "block"):
@@ -119,7 +127,7 @@ def fit_command(
                  seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
                  dense_mass=dense_mass, init=init,
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
-                 draws=draws, priors=priors, fix=fixed,
+                 pooled_metric=pooled_metric, draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,
                  progress_bar=progress and os.isatty(2), cli=True)
