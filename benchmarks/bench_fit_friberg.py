@@ -124,9 +124,9 @@ def main() -> int:
                     help="--init laplace: inverse of the sampled model's Hessian at the start "
                          "(default) or the non-centred Laplace covariance carried over")
     ap.add_argument("--pooled-metric", choices=["yes", "no"], default="no",
-                    help="cross-chain warm-up: after half the warm-up, a dense metric from the "
-                         "four chains' pooled draws (correlations shrunk) replaces the "
-                         "Laplace one; the rest of warm-up adapts the step size")
+                    help="cross-chain warm-up: after half the warm-up, a metric from all "
+                         "chains' pooled draws (correlations shrunk) replaces the stage-1 "
+                         "metric; the rest of warm-up adapts the step size")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
@@ -149,6 +149,8 @@ def main() -> int:
                          "vectorized")
     ap.add_argument("--max-tree-depth", type=int, default=10)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_friberg.json")
+    ap.add_argument("--save-fit", type=Path, default=None,
+                    help="also write the fit (posterior.nc, summary.csv, ...) to this folder")
     args = ap.parse_args()
 
     data = args.data_dir / "friberg_multiple_dose.csv"
@@ -258,6 +260,9 @@ def main() -> int:
         "sampling_s": fr.info.get("seconds"), "cpu_s": time.process_time(),
         "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
         "pooled_metric": fr.info.get("pooled_metric"),
+        "parametrization": args.parametrization,
+        "eta_shrinkage": fr.info.get("eta_shrinkage"),
+        "suggested_parametrization": fr.info.get("suggested_parametrization"),
         "min_ess_bulk": float(s["ess_bulk"].min()), "max_r_hat": float(s["r_hat"].max()),
         "divergences": fr.info["divergences"], "ess_per_s": float(s["ess_bulk"].min()) / wall,
         "seconds_per_iteration": wall / n_iter,
@@ -267,6 +272,7 @@ def main() -> int:
     stats = fr.datatree["sample_stats"].to_dataset()
     if "n_steps" in stats:
         steps = np.asarray(stats["n_steps"])
+        res["nuts"]["leapfrog_steps_mean_per_chain"] = [float(v) for v in steps.mean(axis=1)]
         res["nuts"].update({"leapfrog_steps_mean": float(steps.mean()),
                             "leapfrog_steps_median": float(np.median(steps)),
                             "leapfrog_steps_max": int(steps.max()),
@@ -282,6 +288,8 @@ def main() -> int:
     print(f"at {n['seconds_per_iteration']:.2f} s per iteration the goal settings (4 x 1,500) "
           f"would take about {n['goal_wall_s_extrapolated'] / 60:.0f} min (goal 20 min; "
           "NONMEM about 6,100 s per chain)")
+    if args.save_fit is not None:
+        fr.save(args.save_fit)
     res["load_avg_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=float) + "\n")

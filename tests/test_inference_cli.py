@@ -129,6 +129,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--init", "mode"], "--init"),
     (["--adapt-mass", "sometimes"], "--adapt-mass"),
     (["--method", "nuts", "--warmup", "10", "--pooled-metric"], "--pooled-metric"),
+    (["--pooled-metric"], "--pooled-metric"),
 ])
 def test_bad_options_exit_2(csv_path, tmp_path, capsys, args, needle):
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(tmp_path / "x"),

@@ -1,9 +1,10 @@
 """Cross-chain warm-up (``run_nuts(pooled_metric=True)``).
 
-References: the covariance that generated the draws (large samples), the Ledoit-Wolf intensity
-written from its definition as a loop over draws, the error of the plain sample covariance
-(the shrunk estimate must beat it with few draws), and recovery of the simulated typical values
-with the metric NumPyro actually ends with compared to the pooled estimate.
+References: the covariance that generated the draws (large samples), the Schaefer-Strimmer
+intensity written from its definition as a loop over draws, the error of the plain sample
+covariance (the shrunk estimate must beat it with few draws), NumPyro's own kinetic energy for
+the layout of the metric blocks, an independent re-run of stage 1 (its draws unconstrained by
+NumPyro's transforms) for what is pooled, and recovery of the simulated typical values.
 """
 
 import numpy as np
@@ -26,29 +27,42 @@ def test_many_draws_give_the_generating_covariance():
     rng = np.random.default_rng(0)
     sigma = _ar1(5)
     x = rng.multivariate_normal(np.zeros(5), sigma, size=(4, 5000))
-    cov, lam = pooled_covariance(x)
-    assert lam < 0.01
+    cov, lam, still = pooled_covariance(x)
+    assert lam < 0.01 and still == 0
     np.testing.assert_allclose(cov, sigma, atol=0.04 * np.abs(sigma).max())
 
 
-def test_intensity_is_the_ledoit_wolf_definition():
-    """sum_{i != j} Var(r_ij) / sum_{i != j} r_ij^2, with Var(r_ij) estimated as
-    (1/n^2) sum_k (y_ki y_kj - r_ij)^2 over standardised draws y (loop over draws)."""
+def test_intensity_is_the_schaefer_strimmer_definition():
+    """lambda = sum_{i != j} Var(r_ij) / sum_{i != j} r_ij^2 on standardised draws y, with
+    r_ij = sum_k w_kij / (n - 1), w_kij = y_ki y_kj and Var(r_ij) = n / (n - 1)^3
+    sum_k (w_kij - mean w_ij)^2 (Schaefer & Strimmer 2005, appendix), as a loop over draws."""
     rng = np.random.default_rng(1)
     x = rng.multivariate_normal(np.zeros(6), _ar1(6, 0.3), size=(2, 40))
-    cov, lam = pooled_covariance(x)
-    y = x.reshape(-1, 6)
-    y = (y - y.mean(0)) / y.std(0)
-    n = len(y)
-    r = y.T @ y / n
-    num = sum((np.outer(yk, yk) - r) ** 2 for yk in y) / n ** 2
+    cov, lam, _ = pooled_covariance(x)
+    flat = x.reshape(-1, 6)
+    n = len(flat)
+    y = (flat - flat.mean(0)) / flat.std(0, ddof=1)
+    w = [np.outer(yk, yk) for yk in y]
+    wbar = sum(w) / n
+    r = wbar * n / (n - 1)
+    var = n / (n - 1) ** 3 * sum((wk - wbar) ** 2 for wk in w)
     off = ~np.eye(6, dtype=bool)
-    ref = num[off].sum() / (r[off] ** 2).sum()
+    ref = var[off].sum() / (r[off] ** 2).sum()
     assert 0 < ref < 1
     np.testing.assert_allclose(lam, ref, rtol=1e-10)
-    sd = x.reshape(-1, 6).std(0)
+    sd = flat.std(0, ddof=1)
     np.testing.assert_allclose(cov, sd[:, None] * ((1 - ref) * r + ref * np.eye(6)) * sd,
                                rtol=1e-10, atol=1e-14)
+
+
+def test_a_coordinate_that_never_moved_gets_unit_variance():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 30, 4))
+    x[:, :, 2] = 0.7
+    cov, _, still = pooled_covariance(x)
+    assert still == 1 and cov[2, 2] == 1.0
+    assert np.all(cov[2, [0, 1, 3]] == 0) and np.all(np.isfinite(cov))
+    assert np.linalg.eigvalsh(cov).min() > 0
 
 
 def test_few_draws_in_many_dimensions_beat_the_sample_covariance():
@@ -56,7 +70,7 @@ def test_few_draws_in_many_dimensions_beat_the_sample_covariance():
     d = 60
     sigma = _ar1(d, 0.5)
     x = rng.multivariate_normal(np.zeros(d), sigma, size=(4, 12))     # 48 draws < 60 dims
-    cov, lam = pooled_covariance(x)
+    cov, lam, _ = pooled_covariance(x)
     sample = np.cov(x.reshape(-1, d).T, bias=True)
     assert np.linalg.eigvalsh(sample).min() < 1e-10                # singular
     assert np.linalg.eigvalsh(cov).min() > 0                         # a usable metric
@@ -67,6 +81,39 @@ def test_few_draws_in_many_dimensions_beat_the_sample_covariance():
         return np.linalg.norm(w @ (c - sigma) @ w)
 
     assert err(cov) < 0.8 * err(sample)
+
+
+@pytest.mark.parametrize("dense", [True, False, [("d", "b")], [("b", "d")]])
+def test_cut_metric_is_the_layout_numpyro_uses(dense):
+    """NumPyro's kinetic energy with the cut metric equals 1/2 r^T M r for the full matrix M
+    restricted to the structure, with r flattened by JAX's ravel_pytree (sorted sites)."""
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+    from numpyro.infer.hmc_util import euclidean_kinetic_energy
+
+    sites = {"b": np.zeros(()), "a": np.zeros((2, 3)), "d": np.zeros(4), "c": np.zeros(())}
+    sizes = {k: int(np.size(v)) for k, v in sites.items()}
+    n = sum(sizes.values())
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(n, n))
+    cov = a @ a.T + n * np.eye(n)
+    r = {k: jnp.asarray(rng.normal(size=np.shape(v))) for k, v in sites.items()}
+    flat, unravel = ravel_pytree(r)
+    pos = {k: np.asarray(v).ravel().astype(int)
+           for k, v in unravel(jnp.arange(n, dtype=float)).items()}
+    if dense is True:
+        m = cov
+    else:
+        m = np.diag(np.diag(cov))
+        for block in dense or []:
+            ii = np.concatenate([pos[k] for k in block])
+            m[np.ix_(ii, ii)] = cov[np.ix_(ii, ii)]
+    metric = _cut_metric(cov, sizes, dense)
+    if isinstance(metric, dict):
+        ke = euclidean_kinetic_energy(metric, r)
+    else:
+        ke = euclidean_kinetic_energy(metric, flat)
+    np.testing.assert_allclose(float(ke), 0.5 * float(flat @ m @ flat), rtol=1e-10)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +149,25 @@ def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_m
     for k in want:      # both chains, unchanged through the second warm-up stage
         for c in range(2):
             np.testing.assert_allclose(np.asarray(got[k])[c], np.asarray(want[k]), rtol=1e-12)
+    if init == "median":
+        # stage 1 again by hand: its constrained draws, unconstrained by NumPyro's transforms
+        # and flattened by ravel_pytree; the pooled ones are the second half of each chain
+        import jax
+        from jax.flatten_util import ravel_pytree
+        from numpyro.infer import MCMC, NUTS, init_to_median
+        from numpyro.infer.util import unconstrain_fn
+
+        ref = MCMC(NUTS(pm, dense_mass=_dense_arg(pm, dense_mass),
+                        init_strategy=init_to_median(num_samples=15)),
+                   num_warmup=30, num_samples=1, num_chains=2, chain_method="sequential",
+                   progress_bar=False)
+        ref.warmup(jax.random.split(jax.random.PRNGKey(4))[0], obs=pm.observed,
+                   collect_warmup=True)
+        post = ref.get_samples(group_by_chain=True)
+        flat = np.array([[np.asarray(ravel_pytree(unconstrain_fn(
+            pm, (), {"obs": pm.observed}, {k: post[k][c, i] for k in sizes}))[0])
+            for i in range(15, 30)] for c in range(2)])
+        np.testing.assert_allclose(seen["draws"], flat, rtol=1e-8, atol=1e-10)
 
 
 def test_nuts_with_the_pooled_metric_recovers_typical_values(centred_pm):
@@ -112,6 +178,12 @@ def test_nuts_with_the_pooled_metric_recovers_typical_values(centred_pm):
     s = res.summary.set_index("parameter")
     for name in ("CL", "V"):
         assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
+
+
+def test_cli_states_the_same_minimum_warmup():
+    from il2pkpd.cli.fit import _POOLED_MIN_WARMUP
+
+    assert _POOLED_MIN_WARMUP == samplers.POOLED_MIN_WARMUP
 
 
 def test_pooled_metric_needs_enough_warmup(centred_pm):

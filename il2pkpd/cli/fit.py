@@ -19,6 +19,10 @@ def _warn(msg: str) -> None:
     typer.secho(f"warning: {msg}", err=True, fg=typer.colors.YELLOW)
 
 
+_POOLED_MIN_WARMUP = 40     # il2pkpd.inference.samplers.POOLED_MIN_WARMUP (not imported here:
+#                             the CLI starts before JAX); tests check that they agree
+
+
 def fit_command(
     data: Path = typer.Argument(..., help="NONMEM-style CSV dataset."),
     model: str = typer.Option(..., "--model", "-m",
@@ -45,8 +49,9 @@ def fit_command(
     pooled_metric: bool = typer.Option(
         False, "--pooled-metric/--no-pooled-metric",
         help="NUTS cross-chain warm-up: after half the warm-up, a metric from all chains' "
-             "draws pooled (correlations shrunk) replaces the per-chain one and is kept; the "
-             "rest of warm-up adapts the step size (needs --warmup 40 or more)."),
+             "draws pooled (correlations shrunk) replaces the stage-1 metric and is kept; the "
+             "rest of warm-up adapts the step size (needs --warmup "
+             f"{_POOLED_MIN_WARMUP} or more; NUTS only)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -91,6 +96,8 @@ def fit_command(
     if init not in INIT_OPTIONS:
         raise OptionError(f"--init {init!r} is not allowed; use one of "
                           f"{', '.join(INIT_OPTIONS)}.")
+    if pooled_metric and method != "nuts":
+        raise OptionError(f"--pooled-metric applies to --method nuts only, not {method}.")
     if method == "nuts" and pooled_metric and warmup < POOLED_MIN_WARMUP:
         raise OptionError(f"--pooled-metric needs --warmup {POOLED_MIN_WARMUP} or more, got "
                           f"{warmup}.")

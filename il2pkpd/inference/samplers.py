@@ -588,32 +588,47 @@ def _laplace_blocks(lap: LaplaceStart, dense) -> dict | jax.Array:
     return _cut_metric(lap.inverse_mass_matrix, sizes, dense)
 
 
-def pooled_covariance(draws: np.ndarray) -> tuple[np.ndarray, float]:
+def pooled_covariance(draws) -> tuple[np.ndarray, float, int]:
     """Covariance of warm-up draws pooled over chains, its correlations shrunk towards 0.
 
     *draws* has shape (chains, iterations, dim). The draws are standardised by their pooled
-    SDs and the Ledoit-Wolf intensity (Ledoit & Wolf, J Multivar Anal 2004;88:365) shrinks the
-    correlation matrix towards the identity (the "diagonal, unequal variance" target of
-    Schaefer & Strimmer, Stat Appl Genet Mol Biol 2005;4:32): a few hundred draws in a
-    hundred or more dimensions give a noisy sample correlation whose small eigenvalues would
-    force a small step size. Written out here (15 lines) rather than adding scikit-learn for
-    ``sklearn.covariance.ledoit_wolf``. Returns the covariance and the intensity (0..1).
+    SDs and the correlation matrix is shrunk towards the identity with the intensity of
+    Schaefer & Strimmer (Stat Appl Genet Mol Biol 2005;4:32, target "D": diagonal, unequal
+    variances; the Ledoit-Wolf idea, J Multivar Anal 2004;88:365, applied to correlations):
+    a few hundred draws in a hundred or more dimensions give a noisy sample correlation whose
+    small eigenvalues would force a small step size. The draws are centred on their grand mean,
+    so chains that have not met yet widen the metric along the line between them. Written out
+    here (a dozen lines): scikit-learn's ``ledoit_wolf`` shrinks the covariance itself towards a
+    scaled identity, a poor target when the scales differ by orders of magnitude.
+
+    Returns the covariance, the intensity (0..1) and the number of coordinates that did not
+    move (given variance 1, NumPyro's default metric).
     """
-    x = np.asarray(draws, dtype=float).reshape(-1, draws.shape[-1])
+    x = np.asarray(draws, dtype=float)
+    x = x.reshape(-1, x.shape[-1])
     n, d = x.shape
-    x = x - x.mean(axis=0)
-    sd = np.sqrt(np.mean(x * x, axis=0))
-    sd = np.where(sd > 0, sd, 1.0)
+    if n < 3:
+        raise ValueError(f"pooled_covariance needs at least 3 draws, got {n}.")
+    mean = x.mean(axis=0)
+    x = x - mean
+    sd = np.sqrt(np.sum(x * x, axis=0) / (n - 1))
+    still = ~(sd > 1e-12 * np.maximum(1.0, np.abs(mean)))     # rounding of the mean aside
+    sd = np.where(still, 1.0, sd)
     y = x / sd
-    r = y.T @ y / n                                       # sample correlation (ML)
-    # Ledoit-Wolf: intensity = sum Var(r_ij) / sum (r_ij - target_ij)^2, off the diagonal
+    r = y.T @ y / (n - 1)                                 # unbiased sample correlation
+    # Var(r_ij) = n / (n - 1)^3 sum_k (w_kij - mean_k w_kij)^2 with w_kij = y_ki y_kj, where
+    # sum_k (w_kij - mean)^2 = sum_k w_kij^2 - n mean^2 and mean = r_ij (n - 1) / n
+    mean_w = r * (n - 1) / n
+    var_r = n / (n - 1) ** 3 * ((y * y).T @ (y * y) - n * mean_w * mean_w)
     off = ~np.eye(d, dtype=bool)
-    var_r = ((y * y).T @ (y * y) / n - r * r) / n
     denom = float(np.sum(r[off] ** 2))
     lam = 1.0 if denom <= 0 else float(np.clip(np.sum(var_r[off]) / denom, 0.0, 1.0))
     shrunk = (1.0 - lam) * r
     np.fill_diagonal(shrunk, 1.0)
-    return sd[:, None] * shrunk * sd[None, :], lam
+    shrunk[still, :] = 0.0
+    shrunk[:, still] = 0.0
+    shrunk[still, still] = 1.0
+    return sd[:, None] * shrunk * sd[None, :], lam, int(np.sum(still))
 
 
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
@@ -676,16 +691,22 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         Cross-chain warm-up: the first :data:`POOL_FRACTION` of the warm-up iterations run on
         the metric above; the second half of their draws, pooled over all chains, gives a
         covariance (correlations shrunk by :func:`pooled_covariance`) cut to *dense_mass*'s
-        structure, which is then kept as the metric while the rest of warm-up adapts the step
-        size again from where each chain stopped. The chains' total warm-up stays *warmup*.
+        structure, which then replaces the stage-1 metric and is kept while the rest of warm-up
+        adapts the step size again from where each chain stopped (NumPyro's dual averaging,
+        restarted at its usual window ends). The chains' total warm-up stays *warmup*.
         With a 164-dimensional dense metric, four chains' pooled draws estimate it far
         better than one chain's windows of 25-200 draws (NumPyro's per-chain adaptation).
 
     Returns
     -------
     mcmc : numpyro.infer.MCMC
+        The (second-stage, with *pooled_metric*) run holding the kept draws.
     info : dict
-        ``chain_method``, ``seconds`` (sampling wall time, compilation included), ``map_seconds``.
+        ``chain_method``, ``seconds`` (sampling wall time, compilation included, both stages),
+        ``map_seconds``, ``metric`` (laplace, pooled, adapted or identity),
+        ``adapt_mass_matrix``, ``mass_matrix`` (dense, blocks or diagonal), ``step_size`` (per
+        chain), ``laplace`` (with ``init="laplace"``) and ``pooled_metric`` (stage sizes, pooled
+        draws, shrinkage intensity, stage-1 metric, seconds and leapfrog steps).
     """
     if init not in INIT_OPTIONS:
         raise OptionError(f"init '{init}' is not allowed; use one of {', '.join(INIT_OPTIONS)}.")
@@ -747,11 +768,15 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         sizes = {k: int(np.prod(np.shape(v)[2:])) for k, v in draws.items()}
         flat = np.concatenate([np.asarray(draws[k]).reshape(chains, w1, -1)[:, w1 // 2:]
                                for k in sorted(sizes)], axis=2)
-        cov, lam = pooled_covariance(flat)
+        cov, lam, still = pooled_covariance(flat)
         steps1 = np.asarray(mcmc1.get_extra_fields(group_by_chain=True)["num_steps"])
         pool_info = {"warmup_stage1": w1, "warmup_stage2": warmup - w1,
                      "draws_pooled": int(flat.shape[0] * flat.shape[1]),
-                     "shrinkage": lam, "stage1_seconds": time.perf_counter() - t0,
+                     "shrinkage": lam, "coordinates_unmoved": still,
+                     "stage1_metric": ("laplace" if "inverse_mass_matrix" in metric
+                                       else "adapted" if metric.get("adapt_mass_matrix", True)
+                                       else "identity"),
+                     "stage1_seconds": time.perf_counter() - t0,
                      "stage1_steps_mean": float(steps1.mean()),
                      "stage1_steps_total": int(steps1.sum()),
                      "stage1_step_size": [float(v) for v in np.ravel(
