@@ -34,6 +34,20 @@ Defaults (the settings of the goal run):
   R-hat 1.026. A mixed parametrization (Q and GAMMA non-centred) was slower with either
   metric in short runs (413 steps per draw with the Hessian one).
 
+``--pooled-metric yes`` (cross-chain warm-up, ``run_nuts(pooled_metric=True)``): the Laplace
+metric for the first 250 warm-up iterations, then the dense covariance of the four chains'
+last 125 draws each, pooled with shrunk correlations. In 4 x (500 + 200) runs (seed 1, twice,
+the same result; benchmarks/results/bench_fit_friberg_pooled_short.json) three chains adapted
+step sizes of 0.06-0.09 against 0.02-0.05 with the Laplace metric and took 63-72 leapfrog
+steps per draw, and the PK parameters reached bulk ESS 381-519 from 800 draws (the Laplace
+metric's full run: 57-86 from 4,000). The fourth chain, which went into the posterior's tail
+of low V1 and KA (V1 down to 17 L, KA 0.25/h), adapted 0.019 and took 259 steps per draw, so
+the run was no faster per iteration (0.29 s against 0.30 s: 816 s in all, about 29 min
+extrapolated to the goal), and omega_Q (eta-shrinkage 73%) mixed badly in the centred
+parametrization: ESS 41, R-hat 1.089. With Q non-centred the slow chain moved to omega_MTT
+(ESS 24, R-hat 1.127, 838 s); with Q and MTT non-centred the short run had not finished
+after 26 min and was stopped. Not the default for these reasons.
+
 ``--ode-method ode`` runs the diffrax path instead (chains sequential: parallel chains fail
 with diffrax in this stack, see ../shared/STACK.md).
 
