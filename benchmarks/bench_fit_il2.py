@@ -157,7 +157,9 @@ def main() -> int:
         chosen = suggestions[0] if suggestions else "noncentred"
         print(f"NUTS samples the parametrization {chosen}", flush=True)
         if chosen != pm.spec.parametrization_value():
+            t0 = time.perf_counter()
             pm = build(chosen)
+            res["rebuild_s"] = time.perf_counter() - t0     # prepare_s is the first build
     if not args.no_nuts:
         t0 = time.perf_counter()
         fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
