@@ -694,8 +694,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         structure, which then replaces the stage-1 metric and is kept while the rest of warm-up
         adapts the step size again from where each chain stopped (NumPyro's dual averaging,
         restarted at its usual window ends). The chains' total warm-up stays *warmup*.
-        With a 164-dimensional dense metric, four chains' pooled draws estimate it far
-        better than one chain's windows of 25-200 draws (NumPyro's per-chain adaptation).
+        Meant for dense metrics, which one chain's windows of 25-200 draws (NumPyro's
+        per-chain adaptation) estimate poorly. On the 164-dimensional Friberg benchmark three
+        of four chains then adapted step sizes of 0.06-0.09 against 0.02-0.05 with the
+        Laplace metric; the fourth, in the posterior's tail, 0.019 (see
+        benchmarks/bench_fit_friberg.py). Off by default.
 
     Returns
     -------
