@@ -46,7 +46,8 @@ the run was no faster per iteration (0.29 s against 0.30 s: 816 s in all, about 
 extrapolated to the goal), and omega_Q (eta-shrinkage 73%) mixed badly in the centred
 parametrization: ESS 41, R-hat 1.089. With Q non-centred the slow chain moved to omega_MTT
 (ESS 24, R-hat 1.127, 838 s); with Q and MTT non-centred the short run had not finished
-after 26 min and was stopped. Not the default for these reasons.
+after 26 min and was stopped, and so was the fully non-centred one after 28 min. Not the
+default for these reasons.
 
 ``--ode-method ode`` runs the diffrax path instead (chains sequential: parallel chains fail
 with diffrax in this stack, see ../shared/STACK.md).
