@@ -745,8 +745,16 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         start = mres.unconstrained
     if not metric and adapt_mass_matrix is not None:
         metric = {"adapt_mass_matrix": bool(adapt_mass_matrix)}
-    kernel = NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                  dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
+
+    def make_kernel(metric):
+        return NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+                    dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
+
+    def metric_kind(metric):
+        return ("laplace" if "inverse_mass_matrix" in metric
+                else "adapted" if metric.get("adapt_mass_matrix", True) else "identity")
+
+    kernel = make_kernel(metric)
     key = jax.random.PRNGKey(seed)
     init_params = None
     if start is not None:
@@ -776,9 +784,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         pool_info = {"warmup_stage1": w1, "warmup_stage2": warmup - w1,
                      "draws_pooled": int(flat.shape[0] * flat.shape[1]),
                      "shrinkage": lam, "coordinates_unmoved": still,
-                     "stage1_metric": ("laplace" if "inverse_mass_matrix" in metric
-                                       else "adapted" if metric.get("adapt_mass_matrix", True)
-                                       else "identity"),
+                     "stage1_metric": metric_kind(metric),
                      "stage1_seconds": time.perf_counter() - t0,
                      "stage1_steps_mean": float(steps1.mean()),
                      "stage1_steps_total": int(steps1.sum()),
@@ -788,8 +794,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         # warm-up, from where each chain stopped
         metric = {"inverse_mass_matrix": _cut_metric(cov, sizes, dense),
                   "adapt_mass_matrix": False}
-        kernel = NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
+        kernel = make_kernel(metric)
         init_params = mcmc1.last_state.z
         warmup, key = warmup - w1, k2
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
@@ -800,9 +805,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     out = {"chain_method": method, "seconds": time.perf_counter() - t0,
            "map_seconds": map_seconds,
            "adapt_mass_matrix": metric.get("adapt_mass_matrix", True),
-           "metric": ("pooled" if pool_info is not None
-                      else "laplace" if "inverse_mass_matrix" in metric
-                      else "adapted" if metric.get("adapt_mass_matrix", True) else "identity"),
+           "metric": "pooled" if pool_info is not None else metric_kind(metric),
            "mass_matrix": ("dense" if dense is True else "diagonal" if dense is False
                            else "blocks")}
     if pool_info is not None:
