@@ -85,17 +85,22 @@ def test_cli_mixed_parametrization(csv_path, tmp_path, capsys):
 def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up),
     started from the Laplace approximation with its metric kept through warm-up (pooled: for
-    the first half of it, then the metric from both chains' draws)."""
+    the first half of it, then the metric from both chains' draws; with progress lines)."""
     out = tmp_path / "nuts"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
          "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
-         "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL", "--no-progress",
-         "--no-report", "--init", "laplace", *(["--pooled-metric"] if pooled else [])],
+         "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL",
+         *(["--pooled-metric"] if pooled else ["--no-progress"]),
+         "--no-report", "--init", "laplace"],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # stderr is not a terminal: progress as plain lines (pooled run), counted over both stages
+    its = [int(line.split("past iteration ")[1].split()[0])
+           for line in proc.stderr.splitlines() if line.startswith("NUTS: 2 chains past")]
+    assert its == (list(range(13, 251, 13)) if pooled else [])
     assert "2 chains (parallel)" in proc.stdout
     s = pd.read_csv(out / "summary.csv").set_index("parameter")
     assert list(s.index) == ["CL", "omega_CL", "sigma_CP"]  # V fixed, IIV on CL only

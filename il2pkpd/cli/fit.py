@@ -71,7 +71,9 @@ def fit_command(
                    "data: many samples per subject) | centred=CL,V1 (mixed: these centred, "
                    "the other IIV parameters non-centred given them; see the fit's "
                    "eta-shrinkage and suggested parametrization)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Progress on stderr: bars on a terminal, else about 20 "
+                                       "plain lines (NUTS) or one line per round (FOCE-I)."),
     report: bool = typer.Option(True, "--report/--no-report",
                                 help="Write OUT/report.html (diagnostics) after the fit."),
 ) -> None:
@@ -137,7 +139,7 @@ def fit_command(
                  pooled_metric=pooled_metric, draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,
-                 progress_bar=progress and os.isatty(2), cli=True)
+                 progress_bar=(os.isatty(2) or "log") if progress else False, cli=True)
     out_dir = result.save(out)
     typer.echo(result.summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     info = result.info

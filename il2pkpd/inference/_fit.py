@@ -316,7 +316,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
         solver_options: Mapping | None = None, draws: int = 1000, svi_steps: int = 3000,
         shard: bool = False,
-        progress_bar: bool | None = None, posterior_predictive: bool = True,
+        progress_bar: bool | str | None = None, posterior_predictive: bool = True,
         pred_draws: int | None = 200, prior_draws: int = 300, cli: bool = False) -> FitResult:
     """Fit a population model to a dataset.
 
@@ -370,8 +370,11 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         Optimisation steps of SVI.
     shard : bool
         Split subjects over all JAX devices (XLA SPMD).
-    progress_bar : bool, optional
-        NUTS progress bar (default: when stderr is a terminal).
+    progress_bar : bool or "log", optional
+        Progress on stderr: NUTS and SVI progress bars (default: when stderr is a terminal),
+        or ``"log"``: plain lines for logs (NUTS about 20 over the run, see
+        :class:`~il2pkpd.inference.samplers.ProgressLog`; FOCE-I one per round; SVI none).
+        FOCE-I writes its lines whenever this is true or ``"log"``.
     posterior_predictive : bool
         Simulate replicated data for every draw.
     pred_draws : int or None
@@ -414,7 +417,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          adapt_mass_matrix: bool | None = None, laplace=None,
                          pooled_metric: bool = False, chain_method: str | None = None,
                          draws: int = 1000,
-                         svi_steps: int = 3000, progress_bar: bool | None = None,
+                         svi_steps: int = 3000, progress_bar: bool | str | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
     """Run inference on a built :class:`PopulationModel` (see :func:`fit` for the options;
@@ -453,7 +456,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                      "log_density": -mres.potential, "divergences": 0})
     elif method == "svi":
         smp, sinfo = run_svi(pm, obs, seed=seed, draws=draws, steps=svi_steps,
-                             progress_bar=bool(progress_bar))
+                             progress_bar=progress_bar is True)
         draws_by_chain = {k: jnp.asarray(v)[None] for k, v in smp.items()}
         info.update(sinfo)
         info.update({"draws": draws, "divergences": 0})

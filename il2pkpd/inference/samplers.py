@@ -9,6 +9,8 @@ puts a Gaussian there. SVI fits a full-rank Gaussian in the same space.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -39,6 +41,77 @@ LAPLACE_MAX_DIM = 1000
 POOL_FRACTION = 0.5
 #: Fewest warm-up iterations allowed with ``pooled_metric``.
 POOLED_MIN_WARMUP = 40
+#: Progress lines a NUTS run writes with ``progress_bar="log"`` (one per 1/20 of the run).
+PROGRESS_LINES = 20
+
+
+class ProgressLog:
+    """Progress lines of a NUTS run for logs (``run_nuts(progress_bar="log")``).
+
+    Every chain reports its iteration count (over all stages of the run) from inside the
+    compiled sampler at every *every*-th iteration (a host callback); a line is written once
+    all *chains* have passed that iteration, with the wall time since this object was made
+    and the time left at that pace. Reports may arrive from several threads (parallel
+    chains).
+
+    Parameters
+    ----------
+    chains, warmup, samples : int
+        The run's size; iterations are counted over warm-up and draws together.
+    write : callable, optional
+        Receives each line (default: print to stderr).
+    every : int, optional
+        Iterations between reports (default: the run split into :data:`PROGRESS_LINES`).
+    """
+
+    def __init__(self, chains: int, warmup: int, samples: int, write=None,
+                 every: int | None = None):
+        self.chains, self.warmup, self.total = int(chains), int(warmup), int(warmup + samples)
+        self.every = max(1, int(every) if every else -(-self.total // PROGRESS_LINES))
+        self.lines: list[str] = []
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._counts: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._t0 = time.perf_counter()
+
+    def report(self, i) -> None:
+        """Host callback: chains at iteration(s) *i* (counted over warm-up and draws)."""
+        its = np.atleast_1d(np.asarray(i)).astype(int)
+        done = []
+        with self._lock:
+            for it in its.tolist():
+                n = self._counts.get(it, 0) + 1
+                self._counts[it] = n
+                if n == self.chains:
+                    done.append(it)
+        for it in done:
+            elapsed = time.perf_counter() - self._t0
+            phase = "warm-up" if it <= self.warmup else "sampling"
+            left = elapsed / it * (self.total - it)
+            line = (f"NUTS: {self.chains} chain{'s' if self.chains > 1 else ''} past iteration "
+                    f"{it} of {self.total} ({phase}) after {elapsed:.0f} s"
+                    + (f"; about {left:.0f} s left at this pace" if it < self.total else ""))
+            self.lines.append(line)
+            self._write(line)
+
+
+class _LoggedNUTS(NUTS):
+    """NUTS whose every ``progress.every``-th iteration reports to a :class:`ProgressLog`
+    (*offset*: iterations of the run's earlier stages)."""
+
+    def __init__(self, model=None, *, progress: ProgressLog, offset: int = 0, **kwargs):
+        super().__init__(model, **kwargs)
+        self._progress = progress
+        self._offset = int(offset)
+
+    def sample(self, state, model_args, model_kwargs):
+        state = super().sample(state, model_args, model_kwargs)
+        # (chains,) when the chains are vectorized
+        i = jnp.atleast_1d(state.i) + self._offset
+        jax.lax.cond(i[0] % self._progress.every == 0,
+                     lambda ii: jax.debug.callback(self._progress.report, ii),
+                     lambda ii: None, i)
+        return state
 
 
 @dataclass(frozen=True)
@@ -634,7 +707,7 @@ def pooled_covariance(draws) -> tuple[np.ndarray, float, int]:
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
              target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
              dense_mass: str | bool = "auto", init: str = "median",
-             chain_method: str | None = None, progress_bar: bool | None = None,
+             chain_method: str | None = None, progress_bar: bool | str | None = None,
              is_ode: bool = False, map_result: MapResult | None = None,
              adapt_mass_matrix: bool | None = None,
              laplace: LaplaceStart | None = None,
@@ -670,8 +743,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         per iteration.
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized``; chosen automatically when None.
-    progress_bar : bool, optional
-        Default: on when stderr is a terminal.
+    progress_bar : bool or "log", optional
+        NumPyro's progress bars (default: on when stderr is a terminal), or ``"log"``:
+        :data:`PROGRESS_LINES` plain lines over the run, each written once every chain has
+        passed that iteration (:class:`ProgressLog`; for logs and batch jobs, where a bar
+        cannot redraw).
     is_ode : bool
         The structural model is an ODE (affects the automatic chain method when it is solved
         by diffrax: see :func:`choose_chain_method`).
@@ -708,8 +784,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         ``chain_method``, ``seconds`` (sampling wall time, compilation included, both stages),
         ``map_seconds``, ``metric`` (laplace, pooled, adapted or identity),
         ``adapt_mass_matrix``, ``mass_matrix`` (dense, blocks or diagonal), ``step_size`` (per
-        chain), ``laplace`` (with ``init="laplace"``) and ``pooled_metric`` (stage sizes, pooled
-        draws, shrinkage intensity, stage-1 metric, seconds and leapfrog steps).
+        chain), ``laplace`` (with ``init="laplace"``), ``pooled_metric`` (stage sizes, pooled
+        draws, shrinkage intensity, stage-1 metric, seconds and leapfrog steps) and, with
+        ``progress_bar="log"``, ``progress_lines`` (the lines written).
     """
     if init not in INIT_OPTIONS:
         raise OptionError(f"init '{init}' is not allowed; use one of {', '.join(INIT_OPTIONS)}.")
@@ -725,6 +802,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     method = choose_chain_method(chains, chain_method, _uses_diffrax(pm, is_ode))
     if progress_bar is None:
         progress_bar = bool(os.isatty(2))
+    if isinstance(progress_bar, str) and progress_bar != "log":
+        raise OptionError(f"progress_bar {progress_bar!r} is not allowed; use True, False or "
+                          "'log'.")
+    progress = ProgressLog(chains, warmup, samples) if progress_bar == "log" else None
+    progress_bar = progress is None and bool(progress_bar)
     dense = _dense_arg(pm, dense_mass)
     start = None
     map_seconds = 0.0
@@ -746,9 +828,12 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if not metric and adapt_mass_matrix is not None:
         metric = {"adapt_mass_matrix": bool(adapt_mass_matrix)}
 
-    def make_kernel(metric):
-        return NUTS(pm, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
+    def make_kernel(metric, offset=0):
+        opts = dict(target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                     dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
+        if progress is not None:
+            return _LoggedNUTS(pm, progress=progress, offset=offset, **opts)
+        return NUTS(pm, **opts)
 
     def metric_kind(metric):
         return ("laplace" if "inverse_mass_matrix" in metric
@@ -794,7 +879,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         # warm-up, from where each chain stopped
         metric = {"inverse_mass_matrix": _cut_metric(cov, sizes, dense),
                   "adapt_mass_matrix": False}
-        kernel = make_kernel(metric)
+        kernel = make_kernel(metric, offset=w1)
         init_params = mcmc1.last_state.z
         warmup, key = warmup - w1, k2
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
@@ -816,6 +901,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         pass
     if init == "laplace":
         out["laplace"] = dict(lap.info)
+    if progress is not None:
+        out["progress_lines"] = list(progress.lines)
     return mcmc, out
 
 
