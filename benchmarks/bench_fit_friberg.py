@@ -347,6 +347,7 @@ def main() -> int:
         "seconds_per_iteration": wall / n_iter,
         "goal_wall_s_extrapolated": wall / n_iter * goal_iter,
         "summary": s.to_dict(orient="records"), "parameters": pop,
+        "warnings": fr.warnings,
     }
     stats = fr.datatree["sample_stats"].to_dataset()
     if "n_steps" in stats:
@@ -360,6 +361,8 @@ def main() -> int:
               f"{np.median(steps):.0f}, max {steps.max()}; about "
               f"{1e3 * wall / steps.sum():.1f} ms per step over the whole run (warm-up steps "
               "are not counted, so this overstates it)")
+    for msg in fr.warnings:
+        print(f"warning: {msg}")
     sw = swap_fractions(fr.datatree["posterior"].to_dataset())
     res["nuts"]["absorption_distribution_swap"] = sw
     _print_swap(sw)

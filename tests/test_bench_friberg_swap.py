@@ -29,15 +29,17 @@ def test_fast_rate_is_the_larger_eigenvalue_of_the_disposition_matrix(bench):
 
 
 def test_swap_fractions_count_draws_with_ka_below_alpha(bench):
-    # 2 chains x 4 draws x 3 subjects; alpha of CL 4, V1 50, Q 4, V2 50 is 0.2 1/h
-    alpha = bench._fast_rate(4.0, 50.0, 4.0, 50.0)
-    assert 0.19 < alpha < 0.21
+    # 2 chains x 4 draws x 3 subjects; alpha of CL 4, V1 50, Q 6, V2 40 is about 0.31 1/h
+    # (distinct values: arguments passed in the wrong order would change it)
+    alpha = bench._fast_rate(4.0, 50.0, 6.0, 40.0)
+    assert 0.30 < alpha < 0.32
+    assert abs(bench._fast_rate(4.0, 40.0, 6.0, 50.0) - alpha) > 0.01
     ka = np.array([[0.8, 0.8, 0.1, 0.8], [0.8, 0.8, 0.8, 0.8]])
     ind_ka = np.full((2, 4, 3), 0.8)
     ind_ka[0, 2, :] = 0.1            # the whole population swapped in chain 0, draw 2
     ind_ka[1, 0, 1] = 0.1            # one subject swapped in chain 1, draw 0
     dims, idims = ("chain", "draw"), ("chain", "draw", "subject")
-    pk = {"CL": 4.0, "V1": 50.0, "Q": 4.0, "V2": 50.0}
+    pk = {"CL": 4.0, "V1": 50.0, "Q": 6.0, "V2": 40.0}
     post = xr.Dataset({
         "KA": (dims, ka), "ind_KA": (idims, ind_ka),
         **{n: (dims, np.full((2, 4), v)) for n, v in pk.items()},

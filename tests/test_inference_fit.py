@@ -149,6 +149,30 @@ def test_diagnostic_warnings_name_the_problem():
     assert diagnostics_warnings(summary, 0, 4000, "map") == []
 
 
+def test_chain_warnings_name_the_chain_that_differs():
+    from il2pkpd.inference.results import chain_warnings, summary_table
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(50.0, 5.0, size=(4, 400))
+    v[3] = rng.normal(30.0, 5.0, size=400)          # chain 4 elsewhere
+    cl = rng.normal(4.0, 0.4, size=(4, 400))        # all chains agree
+    post = xr.Dataset({"V": (("chain", "draw"), v), "CL": (("chain", "draw"), cl)})
+    summary = summary_table(post, ["CL", "V"])
+    assert summary.set_index("parameter").loc["V", "r_hat"] > 1.1
+    msgs = chain_warnings(post, summary, step_size=[0.08, 0.07, 0.09, 0.02],
+                          steps_per_draw=[63.0, 70.0, 61.0, 255.0])
+    assert len(msgs) == 2
+    assert "CL" not in msgs[0] and msgs[0].startswith("per-chain medians (chains 1-4)")
+    got = [float(x) for x in msgs[0].split("V ")[1].split(". ")[0].split(", ")]
+    np.testing.assert_allclose(got, np.median(v, axis=1), rtol=1e-3)
+    assert msgs[1].startswith("chain 4 adapted a step size of 0.02 against 0.07-0.09")
+    assert "255 leapfrog steps per draw (61-70)" in msgs[1]
+    # similar step sizes, agreeing chains, or one chain: nothing to say
+    ok = summary_table(post[["CL"]], ["CL"])
+    assert chain_warnings(post, ok, [0.08, 0.07, 0.09, 0.05], None) == []
+    assert chain_warnings(post.isel(chain=[0]), ok, [0.08], None) == []
+
+
 @pytest.mark.slow
 def test_two_cmt_block_iiv_recovery_larger():
     """two_cmt_iv with a full 4x4 IIV block, 48 subjects, 4 chains x (500 + 500).

@@ -16,26 +16,42 @@ from il2pkpd.inference import prepare, samplers
 from il2pkpd.inference.samplers import ProgressLog
 
 
-def test_a_line_once_every_chain_has_passed_the_iteration():
+def _pct(line):
+    return int(line.split("NUTS: ")[1].split("%")[0])
+
+
+def test_a_line_per_twentieth_of_all_chains_iterations():
     lines = []
-    log = ProgressLog(chains=3, warmup=40, samples=60, write=lines.append)
-    assert log.every == 5                      # 100 iterations in 20 lines
-    log.report(5)
-    log.report(10)                             # a fast chain runs ahead
+    log = ProgressLog(chains=3, warmup=40, samples=63, write=lines.append)
+    assert log.every == 6 and log.marks[-2:] == [102, 103]  # the last iteration reports too
+    log.report(6)
+    log.report(12)                             # a fast chain runs ahead
     assert lines == []
-    log.report(5)
-    log.report(5)
-    assert len(lines) == 1 and "past iteration 5 of 100 (warm-up)" in lines[0]
-    assert "about" in lines[0] and lines[0].startswith("NUTS: 3 chains")
-    log.report(np.array([10, 10]))             # vectorized chains report together
-    assert "past iteration 10 of 100" in lines[1]
-    for _ in range(3):
-        log.report(100)
-    assert "past iteration 100 of 100 (sampling)" in lines[2] and "left" not in lines[2]
-    assert log.lines == lines
+    log.report(6)                              # 3 reports: 6 + 6 + 6 of 309 iterations
+    assert len(lines) == 1 and lines[0].startswith("NUTS: 6% of 3 x 103 iterations after")
+    assert "every chain past" not in lines[0] and "s left at the recent pace" in lines[0]
+    log.report(np.array([6, 12, 12]))          # vectorized chains report together
+    assert len(lines) == 2 and _pct(lines[1]) == 12
+    assert "every chain past iteration 12 (warm-up)" in lines[1]
+    for it in log.marks[2:]:
+        log.report(np.array([it, it, it]))
+    assert _pct(lines[-1]) == 100 and "left" not in lines[-1]
+    assert "every chain past iteration 103 (sampling)" in lines[-1]
+    assert len(lines) == len(log.marks) == 18 and log.lines == lines
 
 
-def test_reports_from_many_threads_give_each_line_once():
+def test_chains_one_after_another_get_steady_lines():
+    lines = []
+    log = ProgressLog(chains=2, warmup=50, samples=50, write=lines.append)
+    for _ in range(2):                         # chain 1, then chain 2
+        for it in log.marks:
+            log.report(it)
+    assert [_pct(x) for x in lines] == list(range(5, 101, 5))
+    assert "every chain past iteration 10 " in lines[10]
+    assert all("every chain past" not in x for x in lines[:10])
+
+
+def test_reports_from_many_threads_give_every_line():
     lines = []
     log = ProgressLog(chains=4, warmup=100, samples=100, write=lines.append, every=1)
 
@@ -48,8 +64,8 @@ def test_reports_from_many_threads_give_each_line_once():
         t.start()
     for t in threads:
         t.join()
-    its = [int(line.split("past iteration ")[1].split()[0]) for line in lines]
-    assert sorted(its) == list(range(1, 201))
+    assert len(lines) == 200 and _pct(lines[-1]) == 100
+    assert "every chain past iteration 200" in lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +74,20 @@ def small_pm():
     return simulate(pm, TRUE, seed=3)
 
 
-def test_nuts_writes_the_lines_and_keeps_its_draws(small_pm, capsys):
-    """Vectorized chains (they report as one array); the pooled test below runs them one
-    after another, the CLI test in parallel."""
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_nuts_writes_the_lines_and_keeps_its_draws(small_pm, capsys, chain_method):
+    """Parallel chains: the CLI test (a fresh process with a device per chain)."""
     pm = small_pm
-    kw = dict(chains=2, warmup=30, samples=10, seed=2, chain_method="vectorized")
+    kw = dict(chains=2, warmup=30, samples=10, seed=2, chain_method=chain_method)
     m0, _ = samplers.run_nuts(pm, pm.observed, progress_bar=False, **kw)
     m1, info = samplers.run_nuts(pm, pm.observed, progress_bar="log", **kw)
     lines = info["progress_lines"]
-    assert [int(x.split("past iteration ")[1].split()[0]) for x in lines] == list(
-        range(2, 41, 2))
-    assert all(x.startswith("NUTS: 2 chains") for x in lines)
-    assert "(warm-up)" in lines[14] and "(sampling)" in lines[15]
-    assert capsys.readouterr().err.count("past iteration") == 20
+    assert [_pct(x) for x in lines] == list(range(5, 101, 5))
+    assert all(x.startswith("NUTS: ") and "of 2 x 40 iterations" in x for x in lines)
+    if chain_method == "vectorized":
+        assert "every chain past iteration 30 (warm-up)" in lines[14]
+        assert "every chain past iteration 32 (sampling)" in lines[15]
+    assert capsys.readouterr().err.count("iterations after") == 20
     a, b = m0.get_samples(group_by_chain=True), m1.get_samples(group_by_chain=True)
     for k in a:
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
@@ -81,8 +98,11 @@ def test_pooled_metric_counts_on_through_the_second_stage(small_pm):
     _, info = samplers.run_nuts(pm, pm.observed, chains=2, warmup=40, samples=20, seed=1,
                                 chain_method="sequential", pooled_metric=True,
                                 progress_bar="log")
-    its = [int(x.split("past iteration ")[1].split()[0]) for x in info["progress_lines"]]
-    assert its == list(range(3, 61, 3))
+    lines = info["progress_lines"]
+    assert [_pct(x) for x in lines] == list(range(5, 101, 5))
+    # chains one after the other in each stage; the second stage's marks count on from 20
+    assert "2 x 60 iterations" in lines[-1]
+    assert "every chain past iteration 60 (sampling)" in lines[-1]
 
 
 def test_other_progress_words_are_refused(small_pm):

@@ -16,6 +16,7 @@ from il2pkpd.errors import OptionError
 from il2pkpd.inference.model import PopulationModel, build_population_model
 from il2pkpd.inference.results import (
     FitResult,
+    chain_warnings,
     diagnostics_warnings,
     individual_table,
     keep_site,
@@ -409,6 +410,21 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
     return result
 
 
+def _progress_mode(progress_bar) -> bool | str:
+    """``progress_bar`` as True (bars), False or ``"log"`` (plain lines); None: bars when
+    stderr is a terminal."""
+    if progress_bar is None:
+        import os
+
+        return bool(os.isatty(2))
+    if isinstance(progress_bar, str):
+        if progress_bar != "log":
+            raise OptionError(f"progress_bar {progress_bar!r} is not allowed; use True, False "
+                              "or 'log'.")
+        return "log"
+    return bool(progress_bar)
+
+
 def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_name: str = "?",
                          data_label: str = "", is_ode: bool = False, chains: int = 4,
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
@@ -425,6 +441,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     ``init="laplace"``)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
+    progress_bar = _progress_mode(progress_bar)
     t0 = time.perf_counter() if t0 is None else t0
     obs = pm.observed
     info: dict = {"model": model_name, "data": data_label, "method": method, "seed": seed,
@@ -499,6 +516,10 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     individual = individual_table(post, pm.ids, pm.varying, constant)
     n_draws = int(post.sizes["chain"] * post.sizes["draw"])
     msgs = diagnostics_warnings(summary, info.get("divergences", 0), n_draws, method)
+    if method == "nuts":
+        steps = (np.asarray(dt["sample_stats"]["n_steps"]).mean(axis=1).tolist()
+                 if "n_steps" in dt["sample_stats"] else None)
+        msgs += chain_warnings(post, summary, info.get("step_size"), steps)
     if method == "map" and not info.get("converged", True):
         msgs.append(f"MAP optimisation stopped before convergence (gradient norm "
                     f"{info['grad_norm']:.2g} after {info['iterations']} iterations).")

@@ -14,7 +14,7 @@ import xarray as xr
 from il2pkpd._io import atomic_path, atomic_write_text, mark_complete, mark_incomplete
 
 __all__ = ["FitResult", "summary_table", "individual_table", "diagnostics_warnings",
-           "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN"]
+           "chain_warnings", "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN", "STEP_SIZE_OUTLIER"]
 
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "ess_bulk", "ess_tail",
                    "r_hat"]
@@ -22,6 +22,9 @@ SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "ess_bulk",
 #: overall at least 400 for four chains).
 RHAT_LIMIT = 1.01
 ESS_MIN = 400.0
+#: A chain whose adapted step size is below this fraction of the other chains' median is named
+#: in the warnings (on the Friberg benchmark: 0.019 against 0.062-0.087, 4x the leapfrog steps).
+STEP_SIZE_OUTLIER = 1.0 / 3.0
 
 #: Helper sites that never belong in the posterior groups.
 _SKIP_SITES = ("solver_ok", "domain_")
@@ -103,6 +106,63 @@ def diagnostics_warnings(summary: pd.DataFrame, divergences: int, n_draws: int,
         msgs.append(f"low effective sample size (< {ess_min:.0f}) for "
                     f"{', '.join(low['parameter'])}: estimates and intervals are imprecise; "
                     "draw more samples.")
+    return msgs
+
+
+def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
+                   step_size: list[float] | None = None,
+                   steps_per_draw: list[float] | None = None) -> list[str]:
+    """Warnings that name chains: which one differs where R-hat is high, and which one
+    adapted a much smaller step size than the others (NUTS, two chains or more).
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Draws with dims ``(chain, draw)``.
+    summary : pandas.DataFrame
+        From :func:`summary_table` (``parameter``, ``r_hat``).
+    step_size : list of float, optional
+        Each chain's adapted step size.
+    steps_per_draw : list of float, optional
+        Each chain's mean leapfrog steps per kept draw.
+
+    Returns
+    -------
+    list of str
+        The per-chain medians (chains numbered from 1) of the (at most three) parameters with
+        the highest R-hat above :data:`RHAT_LIMIT`; and, for each chain whose step size is
+        below :data:`STEP_SIZE_OUTLIER` times the median of the others', its step size and
+        leapfrog steps next to theirs.
+    """
+    n_chain = int(posterior.sizes.get("chain", 1))
+    if n_chain < 2:
+        return []
+    msgs = []
+    bad = summary[summary["r_hat"] > RHAT_LIMIT].sort_values("r_hat", ascending=False)
+    parts = []
+    for name in bad["parameter"].head(3):
+        if name in posterior:
+            med = np.median(np.asarray(posterior[name]).reshape(n_chain, -1), axis=1)
+            parts.append(f"{name} " + ", ".join(f"{m:.4g}" for m in med))
+    if parts:
+        msgs.append("per-chain medians (chains 1-" + f"{n_chain}) where R-hat is highest: "
+                    + "; ".join(parts) + ". Where one chain stands apart it has spent its draws "
+                    "in a region the others hardly visited (slow mixing, a tail or another "
+                    "mode); compare the chains' traces and rank plots (report.html).")
+    if step_size is not None and len(step_size) == n_chain:
+        eps = np.asarray(step_size, dtype=float)
+        for k in range(n_chain):
+            others = np.delete(eps, k)
+            if eps[k] < STEP_SIZE_OUTLIER * np.median(others):
+                msg = (f"chain {k + 1} adapted a step size of {eps[k]:.3g} against "
+                       f"{others.min():.3g}-{others.max():.3g} in the others")
+                if steps_per_draw is not None and len(steps_per_draw) == n_chain:
+                    n = np.asarray(steps_per_draw, dtype=float)
+                    rest = np.delete(n, k)
+                    msg += (f" and took {n[k]:.0f} leapfrog steps per draw ({rest.min():.0f}-"
+                            f"{rest.max():.0f})")
+                msgs.append(msg + ": its warm-up ended in a harder region (a funnel, a tail or "
+                            "another mode), and parallel chains wait for it.")
     return msgs
 
 

@@ -48,56 +48,86 @@ PROGRESS_LINES = 20
 class ProgressLog:
     """Progress lines of a NUTS run for logs (``run_nuts(progress_bar="log")``).
 
-    Every chain reports its iteration count (over all stages of the run) from inside the
-    compiled sampler at every *every*-th iteration (a host callback); a line is written once
-    all *chains* have passed that iteration, with the wall time since this object was made
-    and the time left at that pace. Reports may arrive from several threads (parallel
-    chains).
+    Every chain reports from inside the compiled sampler (a host callback) each time it
+    passes a multiple of *every* iterations (counted over warm-up and draws, over all stages
+    of the run) and at its last iteration. Each time all chains together have made another
+    1/:data:`PROGRESS_LINES` of the run's iterations, a line gives that share, the wall time
+    since :meth:`start`, the iteration every chain has passed (when they run side by side)
+    and the time left at the pace since the previous line. So chains run one after another
+    get their lines as steadily as parallel ones. Reports may arrive from several threads
+    (parallel chains).
 
     Parameters
     ----------
     chains, warmup, samples : int
-        The run's size; iterations are counted over warm-up and draws together.
+        The run's size.
     write : callable, optional
         Receives each line (default: print to stderr).
     every : int, optional
-        Iterations between reports (default: the run split into :data:`PROGRESS_LINES`).
+        Iterations between a chain's reports (default: its run split into
+        :data:`PROGRESS_LINES`; then at most that many lines, one more when it does not
+        divide the run).
     """
 
     def __init__(self, chains: int, warmup: int, samples: int, write=None,
                  every: int | None = None):
         self.chains, self.warmup, self.total = int(chains), int(warmup), int(warmup + samples)
         self.every = max(1, int(every) if every else -(-self.total // PROGRESS_LINES))
+        marks = list(range(self.every, self.total + 1, self.every))
+        if not marks or marks[-1] != self.total:
+            marks.append(self.total)
+        self.marks = marks        # the iterations at which each chain reports
+        self._step = {m: m - (marks[k - 1] if k else 0) for k, m in enumerate(marks)}
         self.lines: list[str] = []
         self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self._counts: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._t0 = time.perf_counter()
+        self._reports = 0
+        self._done = 0            # iterations made, all chains together
+        self._all_past = 0        # the last mark every chain has passed
+        self.start()
+
+    def start(self) -> None:
+        """Start the clock (``run_nuts`` calls it just before sampling)."""
+        self._t0 = self._t_last = time.perf_counter()
+        self._f_last = 0.0
 
     def report(self, i) -> None:
-        """Host callback: chains at iteration(s) *i* (counted over warm-up and draws)."""
-        its = np.atleast_1d(np.asarray(i)).astype(int)
-        done = []
-        with self._lock:
-            for it in its.tolist():
+        """Host callback: chain(s) at iteration(s) *i*, each a mark of :attr:`marks`."""
+        its = np.atleast_1d(np.asarray(i)).astype(int).tolist()
+        with self._lock:      # written under the lock too: whole lines, in order
+            for it in its:
                 n = self._counts.get(it, 0) + 1
                 self._counts[it] = n
                 if n == self.chains:
-                    done.append(it)
-        for it in done:
-            elapsed = time.perf_counter() - self._t0
-            phase = "warm-up" if it <= self.warmup else "sampling"
-            left = elapsed / it * (self.total - it)
-            line = (f"NUTS: {self.chains} chain{'s' if self.chains > 1 else ''} past iteration "
-                    f"{it} of {self.total} ({phase}) after {elapsed:.0f} s"
-                    + (f"; about {left:.0f} s left at this pace" if it < self.total else ""))
-            self.lines.append(line)
-            self._write(line)
+                    self._all_past = max(self._all_past, it)
+                self._done += self._step.get(it, 0)
+                self._reports += 1
+                if self._reports % self.chains == 0:
+                    line = self._line()
+                    self.lines.append(line)
+                    self._write(line)
+
+    def _line(self) -> str:
+        now = time.perf_counter()
+        f = min(1.0, self._done / (self.chains * self.total))
+        df = f - self._f_last
+        pace = (now - self._t_last) / df if df > 0 else (now - self._t0) / max(f, 1e-12)
+        self._t_last, self._f_last = now, f
+        k = self._all_past
+        line = (f"NUTS: {100 * f:.0f}% of {self.chains} x {self.total} iterations after "
+                f"{now - self._t0:.0f} s")
+        if k and self.chains > 1:
+            line += (f", every chain past iteration {k} "
+                     f"({'warm-up' if k <= self.warmup else 'sampling'})")
+        if f < 1.0:
+            line += f"; about {pace * (1.0 - f):.0f} s left at the recent pace"
+        return line
 
 
 class _LoggedNUTS(NUTS):
-    """NUTS whose every ``progress.every``-th iteration reports to a :class:`ProgressLog`
-    (*offset*: iterations of the run's earlier stages)."""
+    """NUTS whose chains report to a :class:`ProgressLog` at its marks (*offset*: iterations
+    of the run's earlier stages)."""
 
     def __init__(self, model=None, *, progress: ProgressLog, offset: int = 0, **kwargs):
         super().__init__(model, **kwargs)
@@ -106,10 +136,11 @@ class _LoggedNUTS(NUTS):
 
     def sample(self, state, model_args, model_kwargs):
         state = super().sample(state, model_args, model_kwargs)
-        # (chains,) when the chains are vectorized
+        # (chains,) when the chains are vectorized (they move in step)
         i = jnp.atleast_1d(state.i) + self._offset
-        jax.lax.cond(i[0] % self._progress.every == 0,
-                     lambda ii: jax.debug.callback(self._progress.report, ii),
+        log = self._progress
+        jax.lax.cond((i[0] % log.every == 0) | (i[0] == log.total),
+                     lambda ii: jax.debug.callback(log.report, ii),
                      lambda ii: None, i)
         return state
 
@@ -744,10 +775,10 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized``; chosen automatically when None.
     progress_bar : bool or "log", optional
-        NumPyro's progress bars (default: on when stderr is a terminal), or ``"log"``:
-        :data:`PROGRESS_LINES` plain lines over the run, each written once every chain has
-        passed that iteration (:class:`ProgressLog`; for logs and batch jobs, where a bar
-        cannot redraw).
+        NumPyro's progress bars (default: on when stderr is a terminal), or ``"log"``: about
+        :data:`PROGRESS_LINES` plain lines over the run, one per 1/20 of all chains'
+        iterations, with the time left (:class:`ProgressLog`; for logs and batch jobs, where
+        a bar cannot redraw).
     is_ode : bool
         The structural model is an ODE (affects the automatic chain method when it is solved
         by diffrax: see :func:`choose_chain_method`).
@@ -849,6 +880,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         init_params = (jax.tree.map(lambda *xs: jnp.stack(xs), *starts) if chains > 1
                        else starts[0])
     t0 = time.perf_counter()
+    if progress is not None:
+        progress.start()
     pool_info = None
     if pooled_metric:
         # stage 1: the first POOL_FRACTION of warm-up on the metric set up above, its draws
@@ -902,6 +935,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if init == "laplace":
         out["laplace"] = dict(lap.info)
     if progress is not None:
+        jax.effects_barrier()          # every host callback has run
         out["progress_lines"] = list(progress.lines)
     return mcmc, out
 
