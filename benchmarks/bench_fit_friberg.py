@@ -49,7 +49,17 @@ parametrization: ESS 41, R-hat 1.089. With Q non-centred the slow chain moved to
 after 26 min and was stopped, and so was the fully non-centred one after 28 min. Not the
 default for these reasons.
 
-Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of that run): it is
+The full goal run with it (4 x (500 + 1,000), seed 1, the same command without --samples;
+benchmarks/results/bench_fit_friberg_pooled_full.json, the machine shared with tests for part
+of it): 1,898 s wall (stage 1: 357 s), min bulk ESS 257 (omega_Q; every typical value 862-2,568),
+max R-hat 1.013 (omega_Q alone above 1.01; the Laplace metric's full run: ESS 57, R-hat 1.053),
+56 divergences (2, 27, 9 and 18 by chain). Chain 1 adapted a step size of 0.021 (others
+0.074-0.091) and took 256 leapfrog steps per draw (others 62-65): it is the chain that went
+furthest into the swap region below (typical values swapped in 2.0% of its draws, 0.1-0.6%
+in the others; its 1% quantile of V1 26 L against 34-38 L), and the run waited for it. At the
+other chains' 63 steps per draw the run would have taken about 17 min.
+
+Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
 move together to KA about 0.3/h, V1 about 20 L, Q about 7 L/h and V2 about 70 L (bulk: 0.8/h,
 50 L, 4.3 L/h, 50 L), where KA falls below the fast disposition rate alpha (about 0.6/h there,
