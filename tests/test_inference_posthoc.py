@@ -261,6 +261,25 @@ def test_prior_draws_are_seeded(prior_fit):
     assert not np.allclose(other["CL"], again["CL"])
 
 
+def test_prior_predictive_keeps_draws_whose_solve_failed_as_nan(prior_fit):
+    """A prior draw the structural model cannot solve (here: individual CL above 4, declared
+    failed) gives NaN observations for that subject, not an error that drops the group
+    (NumPyro validates distribution arguments by default)."""
+    pm, _ = prior_fit
+
+    def failing(params):
+        pred, ok = pm.predict_fn(params)
+        return pred, jnp.asarray(ok, bool) & (params["CL"] < 4.0)
+
+    bad = dataclasses.replace(pm, predict_fn=failing)
+    prior, dv = prior_draws(bad, 200, seed=9)
+    failed = prior["ind_CL"][0][:, pm.obs.subject] >= 4.0     # (draw, obs)
+    assert failed.any() and (~failed).any()
+    assert np.all(np.isnan(dv[0][failed])) and np.all(np.isfinite(dv[0][~failed]))
+    good, dv_ok = prior_draws(pm, 200, seed=9)
+    np.testing.assert_array_equal(dv[0][~failed], dv_ok[0][~failed])
+
+
 def test_without_iiv_there_is_no_eta_and_pred_equals_ipred():
     pm, *_ = prepare("one_cmt_iv", make_df(n=4), population={"iiv": []})
     s = model_draws(pm, n_draw=5)

@@ -294,8 +294,10 @@ def prior_draws(pm: PopulationModel, n: int = PRIOR_DRAWS, *, seed: int = 0,
     if eta is not None:
         eta = np.asarray(eta)
         prior.update({f"eta_{p}": eta[None, :, :, k] for k, p in enumerate(pm.spec.iiv)})
+    # NaN predictions (failed solves) are kept as NaN observations: no argument validation,
+    # which NumPyro does by default on concrete values
     dist = ResidualError(ipred, sa, sp, jnp.asarray(_is_log(pm)), jnp.asarray(pm.obs.blq),
-                         jnp.asarray(pm.obs.lloq))
+                         jnp.asarray(pm.obs.lloq), validate_args=False)
     dv = np.asarray(dist.sample(key_dv))
     return prior, dv.reshape(1, int(n), -1)
 
