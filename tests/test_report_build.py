@@ -163,6 +163,7 @@ from il2pkpd.report.diagnostics import (  # noqa: E402
     EBFMI_MIN,
     ESS_MIN,
     RHAT_MAX,
+    chain_table,
     convergence_table,
     sampler_checks,
 )
@@ -244,6 +245,31 @@ def test_report_flags_follow_the_thresholds(fit_dir):
     assert checks.loc["E-BFMI (lowest chain)", "status"] == (
         "pass" if bfmi.min() >= EBFMI_MIN else "warn")
     assert checks.loc["tree depth saturation", "status"] in ("pass", "warn")
+
+
+def test_chain_table_follows_the_sample_stats(fit_dir, tmp_path, report_html):
+    fit = load_fit_dir(fit_dir)
+    tab = chain_table(fit)
+    ss = fit.datatree["sample_stats"]
+    n_chain = ss.sizes["chain"]
+    assert tab["chain"].tolist() == list(range(1, n_chain + 1))
+    div = ss["diverging"].values.sum(axis=1)
+    assert tab["divergences"].tolist() == div.tolist()
+    steps = ss["n_steps"].values.mean(axis=1)
+    np.testing.assert_allclose(tab["leapfrog steps per draw"].astype(float), steps, atol=0.05)
+    assert "step size" not in tab           # this fit.json records none
+    assert "Per chain: adapted step size" in report_html
+    # step sizes as a fit records them (info.step_size): a chain whose step size is a fifth of
+    # the others' is flagged, the others are not (unless the sample stats flag them)
+    dst = _copy_fit(fit_dir, tmp_path / "slow")
+    meta = json.loads((dst / "fit.json").read_text())
+    meta["info"] = {"step_size": [0.5] * (n_chain - 1) + [0.1]}
+    (dst / "fit.json").write_text(json.dumps(meta))
+    slow = chain_table(load_fit_dir(dst))
+    assert slow["step size"].astype(float).tolist() == meta["info"]["step_size"]
+    assert slow["status"].iloc[-1] == "warn"
+    clean = (div[:-1] == 0) & (tab["status"].iloc[:-1] == "pass").to_numpy()
+    assert (slow["status"].iloc[:-1][clean] == "pass").all()
 
 
 def test_every_embedded_image_decodes_and_figures_are_saved(fit_dir, report_html):

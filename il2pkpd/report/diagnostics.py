@@ -18,7 +18,8 @@ from il2pkpd.report.shrinkage import eta_shrinkage_value
 
 __all__ = [
     "RHAT_MAX", "ESS_MIN", "EBFMI_MIN", "population_vars", "convergence_table",
-    "sampler_checks", "parameter_table", "shrinkage_table", "loo_summary", "data_summary",
+    "sampler_checks", "chain_table", "parameter_table", "shrinkage_table", "loo_summary",
+    "data_summary",
 ]
 
 RHAT_MAX = 1.01
@@ -139,6 +140,67 @@ def sampler_checks(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame:
         rows.append({"check": "tree depth saturation",
                      "value": f"{int(sat.sum())} of {sat.size} at depth {max_tree_depth}",
                      "threshold": "0 transitions", "status": _status(int(sat.sum()) == 0)})
+    return pd.DataFrame(rows)
+
+
+def chain_table(fit: FitData) -> pd.DataFrame | None:
+    """The sampler's behaviour chain by chain (NUTS with two chains or more).
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        One row per chain (numbered from 1): ``step size`` (the adapted one, from
+        ``fit.json``), ``leapfrog steps per draw`` (mean), ``divergences``, ``E-BFMI``,
+        ``at max tree depth`` and ``status``: ``warn`` for a chain with divergences, E-BFMI
+        below :data:`EBFMI_MIN`, transitions at the maximum tree depth or a step size below
+        :data:`il2pkpd.inference.results.STEP_SIZE_OUTLIER` times the median of the other
+        chains' (such a chain found a harder region, and parallel chains wait for it). None
+        without sample stats or with one chain.
+    """
+    from il2pkpd.inference.results import STEP_SIZE_OUTLIER
+
+    if "sample_stats" not in fit.datatree.children:
+        return None
+    ss = fit.datatree["sample_stats"].to_dataset()
+    n_chain = int(ss.sizes.get("chain", 1))
+    if n_chain < 2:
+        return None
+    info = fit.meta.get("info") if isinstance(fit.meta.get("info"), dict) else {}
+    eps = info.get("step_size")
+    eps = np.asarray(eps, dtype=float) if eps is not None and len(eps) == n_chain else None
+    depth = int(fit.meta.get("max_tree_depth", info.get("max_tree_depth", 10)))
+    bfmi = None
+    if "energy" in ss:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            bfmi = np.asarray(az.bfmi(fit.datatree)["energy"].values, dtype=float).reshape(-1)
+    rows = []
+    for c in range(n_chain):
+        row: dict = {"chain": c + 1}
+        warn = False
+        if eps is not None:
+            row["step size"] = f"{eps[c]:.3g}"
+            warn |= bool(eps[c] < STEP_SIZE_OUTLIER * np.median(np.delete(eps, c)))
+        if "n_steps" in ss:
+            row["leapfrog steps per draw"] = f"{float(ss['n_steps'].values[c].mean()):.1f}"
+        if "diverging" in ss:
+            n_div = int(np.asarray(ss["diverging"].values[c]).sum())
+            row["divergences"] = n_div
+            warn |= n_div > 0
+        if bfmi is not None and bfmi.size == n_chain:
+            row["E-BFMI"] = f"{bfmi[c]:.3f}"
+            warn |= bool(bfmi[c] < EBFMI_MIN)
+        if "reached_max_tree_depth" in ss:
+            sat = int(np.asarray(ss["reached_max_tree_depth"].values[c]).sum())
+        elif "n_steps" in ss:
+            sat = int((np.asarray(ss["n_steps"].values[c]) >= 2**depth - 1).sum())
+        else:
+            sat = None
+        if sat is not None:
+            row["at max tree depth"] = sat
+            warn |= sat > 0
+        row["status"] = _status(not warn)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
