@@ -53,7 +53,8 @@ class ProgressLog:
     of the run) and at its last iteration. Each time all chains together have made another
     1/:data:`PROGRESS_LINES` of the run's iterations, a line gives that share, the wall time
     since :meth:`start`, the iteration every chain has passed (when they run side by side)
-    and the time left at the pace since the previous line. So chains run one after another
+    and the time left at the pace since the previous line (from the second line on: the first
+    one's time includes compiling the sampler). So chains run one after another
     get their lines as steadily as parallel ones. Reports may arrive from several threads
     (parallel chains).
 
@@ -112,7 +113,8 @@ class ProgressLog:
         now = time.perf_counter()
         f = min(1.0, self._done / (self.chains * self.total))
         df = f - self._f_last
-        pace = (now - self._t_last) / df if df > 0 else (now - self._t0) / max(f, 1e-12)
+        # no estimate on the first line: its time includes the sampler's compilation
+        pace = (now - self._t_last) / df if df > 0 and self._f_last > 0 else None
         self._t_last, self._f_last = now, f
         k = self._all_past
         line = (f"NUTS: {100 * f:.0f}% of {self.chains} x {self.total} iterations after "
@@ -120,7 +122,7 @@ class ProgressLog:
         if k and self.chains > 1:
             line += (f", every chain past iteration {k} "
                      f"({'warm-up' if k <= self.warmup else 'sampling'})")
-        if f < 1.0:
+        if f < 1.0 and pace is not None:
             line += f"; about {pace * (1.0 - f):.0f} s left at the recent pace"
         return line
 
