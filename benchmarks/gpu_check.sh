@@ -16,7 +16,9 @@
 # It runs bench_fit_iv2cmt.py with the chains vectorized on the GPU and, side by side, with
 # parallel chains on the machine's CPU cores; the CLI fit end to end on the GPU (4 chains,
 # vectorized automatically); and the Friberg benchmark's gradient timing on the GPU.
-# Measured on one H200 (2026-11-30): README, "Status and measured numbers".
+# Measured on one H200 (2026-11-30), README "Status and measured numbers", by two device
+# calls with these steps (the CLI fit there ran 100 + 100 in a second call; the Friberg
+# step had 150 s); this merged script itself has not been run as one call.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -42,7 +44,7 @@ timeout 180 python3 -m il2pkpd fit .gpudata/iv_2cmt_single_dose.csv --model two_
     --pred-draws 50 > "$OUT/cli_gpu.log" 2>&1
 echo "rc $?"; ls -la /tmp/clifit; cp /tmp/clifit/fit.json /tmp/clifit/summary.csv "$OUT/"
 t fr_gpu
-timeout 80 python3 benchmarks/bench_fit_friberg.py --data-dir .gpudata --chains 4 \
+timeout 120 python3 benchmarks/bench_fit_friberg.py --data-dir .gpudata --chains 4 \
     --chain-method vectorized --warmup 60 --samples 40 --out "$OUT/fr_gpu.json" \
     > "$OUT/fr_gpu.log" 2>&1
 echo "rc $?"; grep "gradient" "$OUT/fr_gpu.log"

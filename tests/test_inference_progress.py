@@ -104,6 +104,10 @@ def test_pooled_metric_counts_on_through_the_second_stage(small_pm):
     # chains one after the other in each stage; the second stage's marks count on from 20
     assert "2 x 60 iterations" in lines[-1]
     assert "every chain past iteration 60 (sampling)" in lines[-1]
+    # stage 2 compiles anew: its first line (the first past 20 of 60 iterations each) has no
+    # time-left estimate
+    first2 = next(x for x in lines if _pct(x) > 100 * 20 / 60)
+    assert "left" not in first2 and "left" in lines[1]
 
 
 def test_other_progress_words_are_refused(small_pm):

@@ -270,6 +270,33 @@ def test_chain_table_follows_the_sample_stats(fit_dir, tmp_path, report_html):
     assert slow["status"].iloc[-1] == "warn"
     clean = (div[:-1] == 0) & (tab["status"].iloc[:-1] == "pass").to_numpy()
     assert (slow["status"].iloc[:-1][clean] == "pass").all()
+    # E-BFMI by its definition, and a stuck chain (constant energy: undefined E-BFMI) and
+    # transitions at the maximum tree depth are flagged
+    e = ss["energy"].values
+    bfmi = (np.diff(e, axis=1) ** 2).sum(axis=1) / ((e - e.mean(axis=1, keepdims=True)) ** 2
+                                                   ).sum(axis=1)
+    np.testing.assert_allclose(tab["E-BFMI"].astype(float), bfmi, atol=1e-3)
+
+    def edit(dt):
+        st = dt["sample_stats"].to_dataset()
+        energy = st["energy"].values.copy()
+        energy[0] = 5.0
+        st = st.assign(energy=(st["energy"].dims, energy))
+        for name, value in (("reached_max_tree_depth", True), ("tree_depth", 10),
+                            ("n_steps", 1023)):     # whichever the report reads
+            if name in st:
+                v = st[name].values.copy()
+                v[1, :3] = value
+                st = st.assign({name: (st[name].dims, v)})
+        dt["sample_stats"] = xr.DataTree(st)
+        return dt
+
+    odd = chain_table(load_fit_dir(_copy_fit(fit_dir, tmp_path / "odd", edit=edit)))
+    assert odd["E-BFMI"].iloc[0] == "nan" and odd["status"].iloc[0] == "warn"
+    assert odd["at max tree depth"].iloc[1] >= 3 and odd["status"].iloc[1] == "warn"
+    one = _copy_fit(fit_dir, tmp_path / "one",
+                    edit=lambda dt: dt.isel(chain=[0]) if hasattr(dt, "isel") else dt)
+    assert chain_table(load_fit_dir(one)) is None
 
 
 def test_every_embedded_image_decodes_and_figures_are_saved(fit_dir, report_html):

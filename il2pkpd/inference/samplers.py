@@ -53,8 +53,8 @@ class ProgressLog:
     of the run) and at its last iteration. Each time all chains together have made another
     1/:data:`PROGRESS_LINES` of the run's iterations, a line gives that share, the wall time
     since :meth:`start`, the iteration every chain has passed (when they run side by side)
-    and the time left at the pace since the previous line (from the second line on: the first
-    one's time includes compiling the sampler). So chains run one after another
+    and the time left at the pace since the previous line (not on the first line of a stage:
+    its time includes compiling the sampler). So chains run one after another
     get their lines as steadily as parallel ones. Reports may arrive from several threads
     (parallel chains).
 
@@ -92,6 +92,12 @@ class ProgressLog:
         """Start the clock (``run_nuts`` calls it just before sampling)."""
         self._t0 = self._t_last = time.perf_counter()
         self._f_last = 0.0
+
+    def new_stage(self) -> None:
+        """A new sampler is about to compile (pooled metric, stage 2): the next line gives no
+        time-left estimate."""
+        with self._lock:
+            self._f_last = 0.0
 
     def report(self, i) -> None:
         """Host callback: chain(s) at iteration(s) *i*, each a mark of :attr:`marks`."""
@@ -915,6 +921,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         metric = {"inverse_mass_matrix": _cut_metric(cov, sizes, dense),
                   "adapt_mass_matrix": False}
         kernel = make_kernel(metric, offset=w1)
+        if progress is not None:
+            progress.new_stage()
         init_params = mcmc1.last_state.z
         warmup, key = warmup - w1, k2
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,

@@ -180,7 +180,7 @@ def _convergence_section(s: Section, fit: FitData, figs: _Figures, depth: int) -
     s.table(conv, "R-hat and effective sample sizes")
     meta_depth = int(fit.meta.get("max_tree_depth", depth))
     s.table(dg.sampler_checks(fit, meta_depth), "Sampler diagnostics")
-    chains = dg.chain_table(fit)
+    chains = dg.chain_table(fit, meta_depth)
     if chains is not None:
         s.table(chains, "Per chain: adapted step size, mean leapfrog steps per draw, "
                 "divergences, E-BFMI, transitions at the maximum tree depth (warn also for a "

@@ -126,13 +126,7 @@ def sampler_checks(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame:
     else:
         rows.append({"check": "E-BFMI (lowest chain)", "value": "energy not recorded",
                      "threshold": f">= {EBFMI_MIN}", "status": "n/a"})
-    sat = None
-    if "reached_max_tree_depth" in ss:
-        sat = np.asarray(ss["reached_max_tree_depth"].values).astype(bool)
-    elif "tree_depth" in ss:
-        sat = np.asarray(ss["tree_depth"].values) >= max_tree_depth
-    elif "n_steps" in ss:
-        sat = np.asarray(ss["n_steps"].values) >= 2**max_tree_depth - 1
+    sat = _at_max_depth(ss, max_tree_depth)
     if sat is None:
         rows.append({"check": "tree depth saturation", "value": "tree depth not recorded",
                      "threshold": "0 transitions", "status": "n/a"})
@@ -143,8 +137,25 @@ def sampler_checks(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def chain_table(fit: FitData) -> pd.DataFrame | None:
+def _at_max_depth(ss: xr.Dataset, max_tree_depth: int) -> np.ndarray | None:
+    """Transitions that hit the maximum tree depth, (chain, draw) booleans (None: unknown)."""
+    if "reached_max_tree_depth" in ss:
+        return np.asarray(ss["reached_max_tree_depth"].values).astype(bool)
+    if "tree_depth" in ss:
+        return np.asarray(ss["tree_depth"].values) >= max_tree_depth
+    if "n_steps" in ss:
+        return np.asarray(ss["n_steps"].values) >= 2**max_tree_depth - 1
+    return None
+
+
+def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     """The sampler's behaviour chain by chain (NUTS with two chains or more).
+
+    Parameters
+    ----------
+    fit : FitData
+    max_tree_depth : int
+        The run's maximum tree depth (as :func:`sampler_checks`).
 
     Returns
     -------
@@ -152,10 +163,10 @@ def chain_table(fit: FitData) -> pd.DataFrame | None:
         One row per chain (numbered from 1): ``step size`` (the adapted one, from
         ``fit.json``), ``leapfrog steps per draw`` (mean), ``divergences``, ``E-BFMI``,
         ``at max tree depth`` and ``status``: ``warn`` for a chain with divergences, E-BFMI
-        below :data:`EBFMI_MIN`, transitions at the maximum tree depth or a step size below
-        :data:`il2pkpd.inference.results.STEP_SIZE_OUTLIER` times the median of the other
-        chains' (such a chain found a harder region, and parallel chains wait for it). None
-        without sample stats or with one chain.
+        below :data:`EBFMI_MIN` (or undefined), transitions at *max_tree_depth* or a step
+        size below :data:`il2pkpd.inference.results.STEP_SIZE_OUTLIER` times the median of
+        the other chains' (such a chain found a harder region, and parallel chains wait for
+        it). None without sample stats or with one chain.
     """
     from il2pkpd.inference.results import STEP_SIZE_OUTLIER
 
@@ -167,8 +178,13 @@ def chain_table(fit: FitData) -> pd.DataFrame | None:
         return None
     info = fit.meta.get("info") if isinstance(fit.meta.get("info"), dict) else {}
     eps = info.get("step_size")
-    eps = np.asarray(eps, dtype=float) if eps is not None and len(eps) == n_chain else None
-    depth = int(fit.meta.get("max_tree_depth", info.get("max_tree_depth", 10)))
+    try:
+        eps = np.ravel(np.asarray(eps, dtype=float)) if eps is not None else None
+    except (TypeError, ValueError):
+        eps = None
+    if eps is not None and eps.size != n_chain:
+        eps = None
+    sat_all = _at_max_depth(ss, max_tree_depth)
     bfmi = None
     if "energy" in ss:
         with warnings.catch_warnings():
@@ -189,14 +205,9 @@ def chain_table(fit: FitData) -> pd.DataFrame | None:
             warn |= n_div > 0
         if bfmi is not None and bfmi.size == n_chain:
             row["E-BFMI"] = f"{bfmi[c]:.3f}"
-            warn |= bool(bfmi[c] < EBFMI_MIN)
-        if "reached_max_tree_depth" in ss:
-            sat = int(np.asarray(ss["reached_max_tree_depth"].values[c]).sum())
-        elif "n_steps" in ss:
-            sat = int((np.asarray(ss["n_steps"].values[c]) >= 2**depth - 1).sum())
-        else:
-            sat = None
-        if sat is not None:
+            warn |= not bool(bfmi[c] >= EBFMI_MIN)       # NaN (energy constant): warn
+        if sat_all is not None:
+            sat = int(sat_all[c].sum())
             row["at max tree depth"] = sat
             warn |= sat > 0
         row["status"] = _status(not warn)
