@@ -16,8 +16,12 @@ Defaults (the settings of the goal run):
   residual SDs (0.18-0.21 on the log scale); the joint mode of the non-centred model moved by
   at most 3.6e-4 relative (KA) against rtol 1e-6, 0.2% of its posterior SD; 1e-4 costs about
   twice as much per gradient) and per-state absolute tolerances (1e-3 mg, 1e-6/nL); a
-  subject whose solve needs more than ``--history``
-  iterations fails and NUTS rejects the point (bounded cost at extreme warm-up points);
+  subject whose solve needs more than ``--history`` (512) iterations fails and NUTS rejects
+  the point (bounded cost at extreme warm-up points). 512 rather than the engine's 4,096: the
+  log density's value and gradient (what NUTS evaluates) take 2.65 ms against 4.56 ms with
+  4,096 stored iterations (identical values; the cost jumps between 512 and 1,024 for these
+  12 subjects), and the 48,000 subject-draws of the full run below need at most 160
+  iterations (median 147);
 - chains in parallel, one JAX CPU device per chain (``--chain-method``);
 - the centred IIV parametrization (``--parametrization``: 68 observations per subject pin the
   individual CL and CIRC0 within about 5%, where the non-centred one has curved ridges);
@@ -49,7 +53,8 @@ parametrization: ESS 41, R-hat 1.089. With Q non-centred the slow chain moved to
 after 26 min and was stopped, and so was the fully non-centred one after 28 min. Not the
 default for these reasons.
 
-The full goal run with it (4 x (500 + 1,000), seed 1, the same command without --samples;
+The full goal run with it (4 x (500 + 1,000), seed 1, ``--history 4096``, the same command
+without --samples;
 benchmarks/results/bench_fit_friberg_pooled_full.json, the machine shared with tests for part
 of it): 1,898 s wall (stage 1: 357 s), min bulk ESS 257 (omega_Q; every typical value 862-2,568),
 max R-hat 1.013 (omega_Q alone above 1.01; the Laplace metric's full run: ESS 57, R-hat 1.053),
@@ -57,7 +62,11 @@ max R-hat 1.013 (omega_Q alone above 1.01; the Laplace metric's full run: ESS 57
 0.074-0.091) and took 256 leapfrog steps per draw (others 62-65): it is the chain that went
 furthest into the swap region below (typical values swapped in 2.0% of its draws, 0.1-0.6%
 in the others; its 1% quantile of V1 26 L against 34-38 L), and the run waited for it. At the
-other chains' 63 steps per draw the run would have taken about 17 min.
+other chains' 63 steps per draw the run would have taken about 17 min. The same run with
+``--history 512`` (now the default; benchmarks/results/bench_fit_friberg_pooled_h512.json)
+gave the same draws (min ESS 257, R-hat 1.013, 56 divergences) in 1,218 s wall for NUTS,
+its Laplace start included (70 s of it while tests ran beside it; 27 s on an idle machine):
+2.7 ms per leapfrog step over the run against 4.3 ms.
 
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
@@ -192,9 +201,10 @@ def main() -> int:
     ap.add_argument("--ode-method", choices=["rodas", "ode"], default="rodas")
     ap.add_argument("--gradient", choices=["adjoint", "forward"], default="adjoint",
                     help="rodas: discrete adjoint (default) or forward-mode Jacobian")
-    ap.add_argument("--history", type=int, default=None,
-                    help="rodas adjoint: most solver iterations per subject (default 4096); "
-                         "a subject needing more fails and NUTS rejects the point")
+    ap.add_argument("--history", type=int, default=512,
+                    help="rodas adjoint: most solver iterations per subject (default 512 here, "
+                         "the engine's 4096 otherwise); a subject needing more fails and NUTS "
+                         "rejects the point")
     ap.add_argument("--init", choices=["laplace", "median", "map"], default="laplace",
                     help="laplace (default): start NUTS at the joint mode of the non-centred "
                          "model mapped to the sampled parametrization, with a dense inverse "

@@ -38,13 +38,13 @@ JAX_PLATFORMS=cpu timeout 120 python3 benchmarks/bench_fit_iv2cmt.py --no-stan \
     --data-dir .gpudata --out "$OUT/iv_cpu.json" > "$OUT/iv_cpu.log" 2>&1
 echo "rc $?"; tail -4 "$OUT/iv_cpu.log"
 t cli_gpu
-timeout 180 python3 -m il2pkpd fit .gpudata/iv_2cmt_single_dose.csv --model two_cmt_iv \
+timeout 170 python3 -m il2pkpd fit .gpudata/iv_2cmt_single_dose.csv --model two_cmt_iv \
     --out /tmp/clifit --warmup 100 --samples 100 --residual CP=lognormal --iiv CL,V1,Q,V2 \
     --covariance block --parametrization centred=CL,V1,V2 --seed 1 --prior-draws 50 \
     --pred-draws 50 > "$OUT/cli_gpu.log" 2>&1
 echo "rc $?"; ls -la /tmp/clifit; cp /tmp/clifit/fit.json /tmp/clifit/summary.csv "$OUT/"
 t fr_gpu
-timeout 120 python3 benchmarks/bench_fit_friberg.py --data-dir .gpudata --chains 4 \
+timeout 110 python3 benchmarks/bench_fit_friberg.py --data-dir .gpudata --chains 4 \
     --chain-method vectorized --warmup 60 --samples 40 --out "$OUT/fr_gpu.json" \
     > "$OUT/fr_gpu.log" 2>&1
 echo "rc $?"; grep "gradient" "$OUT/fr_gpu.log"
