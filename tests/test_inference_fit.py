@@ -171,6 +171,8 @@ def test_chain_warnings_name_the_chain_that_differs():
     ok = summary_table(post[["CL"]], ["CL"])
     assert chain_warnings(post, ok, [0.08, 0.07, 0.09, 0.05], None) == []
     assert chain_warnings(post.isel(chain=[0]), ok, [0.08], None) == []
+    assert chain_warnings(post, ok, np.array([0.08, 0.07, 0.09, 0.02]), None)[0].startswith(
+        "chain 4 adapted")                          # arrays as well as lists
 
 
 @pytest.mark.slow

@@ -149,15 +149,16 @@ def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
                     + "; ".join(parts) + ". Where one chain stands apart it has spent its draws "
                     "in a region the others hardly visited (slow mixing, a tail or another "
                     "mode); compare the chains' traces and rank plots (report.html).")
-    if step_size is not None and len(step_size) == n_chain:
-        eps = np.asarray(step_size, dtype=float)
+    eps = None if step_size is None else np.ravel(np.asarray(step_size, dtype=float))
+    if eps is not None and eps.size == n_chain:
         for k in range(n_chain):
             others = np.delete(eps, k)
             if eps[k] < STEP_SIZE_OUTLIER * np.median(others):
                 msg = (f"chain {k + 1} adapted a step size of {eps[k]:.3g} against "
                        f"{others.min():.3g}-{others.max():.3g} in the others")
-                if steps_per_draw is not None and len(steps_per_draw) == n_chain:
-                    n = np.asarray(steps_per_draw, dtype=float)
+                n = (None if steps_per_draw is None
+                     else np.ravel(np.asarray(steps_per_draw, dtype=float)))
+                if n is not None and n.size == n_chain:
                     rest = np.delete(n, k)
                     msg += (f" and took {n[k]:.0f} leapfrog steps per draw ({rest.min():.0f}-"
                             f"{rest.max():.0f})")

@@ -54,9 +54,8 @@ class ProgressLog:
     1/:data:`PROGRESS_LINES` of the run's iterations, a line gives that share, the wall time
     since :meth:`start`, the iteration every chain has passed (when they run side by side)
     and the time left at the pace since the previous line (not on the first line of a stage:
-    its time includes compiling the sampler). So chains run one after another
-    get their lines as steadily as parallel ones. Reports may arrive from several threads
-    (parallel chains).
+    its time includes compiling the sampler). So chains run one after another get their lines
+    as steadily as parallel ones. Reports may arrive from several threads (parallel chains).
 
     Parameters
     ----------
