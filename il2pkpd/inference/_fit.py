@@ -22,7 +22,13 @@ from il2pkpd.inference.results import (
     keep_site,
     summary_table,
 )
-from il2pkpd.inference.samplers import run_laplace, run_map, run_nuts, run_svi
+from il2pkpd.inference.samplers import (
+    progress_mode,
+    run_laplace,
+    run_map,
+    run_nuts,
+    run_svi,
+)
 from il2pkpd.inference.spec import PopulationSpec, build_spec
 
 __all__ = ["fit", "fit_population_model", "prepare", "METHODS", "to_datatree", "shard_events",
@@ -410,21 +416,6 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
     return result
 
 
-def _progress_mode(progress_bar) -> bool | str:
-    """``progress_bar`` as True (bars), False or ``"log"`` (plain lines); None: bars when
-    stderr is a terminal."""
-    if progress_bar is None:
-        import os
-
-        return bool(os.isatty(2))
-    if isinstance(progress_bar, str):
-        if progress_bar != "log":
-            raise OptionError(f"progress_bar {progress_bar!r} is not allowed; use True, False "
-                              "or 'log'.")
-        return "log"
-    return bool(progress_bar)
-
-
 def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_name: str = "?",
                          data_label: str = "", is_ode: bool = False, chains: int = 4,
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
@@ -441,7 +432,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     ``init="laplace"``)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
-    progress_bar = _progress_mode(progress_bar)
+    progress_bar = progress_mode(progress_bar)
     t0 = time.perf_counter() if t0 is None else t0
     obs = pm.observed
     info: dict = {"model": model_name, "data": data_label, "method": method, "seed": seed,

@@ -14,7 +14,8 @@ import xarray as xr
 from il2pkpd._io import atomic_path, atomic_write_text, mark_complete, mark_incomplete
 
 __all__ = ["FitResult", "summary_table", "individual_table", "diagnostics_warnings",
-           "chain_warnings", "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN", "STEP_SIZE_OUTLIER"]
+           "chain_warnings", "step_size_outliers", "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN",
+           "STEP_SIZE_OUTLIER"]
 
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "ess_bulk", "ess_tail",
                    "r_hat"]
@@ -109,6 +110,23 @@ def diagnostics_warnings(summary: pd.DataFrame, divergences: int, n_draws: int,
     return msgs
 
 
+def step_size_outliers(step_size, n_chain: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each chain's adapted step size and whether it lies below :data:`STEP_SIZE_OUTLIER`
+    times the median of the other chains' (None when *step_size* is missing, malformed or
+    not one per chain)."""
+    if step_size is None:
+        return None
+    try:
+        eps = np.ravel(np.asarray(step_size, dtype=float))
+    except (TypeError, ValueError):
+        return None
+    if eps.size != n_chain or n_chain < 2:
+        return None
+    low = np.array([eps[k] < STEP_SIZE_OUTLIER * np.median(np.delete(eps, k))
+                    for k in range(n_chain)])
+    return eps, low
+
+
 def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
                    step_size: list[float] | None = None,
                    steps_per_draw: list[float] | None = None) -> list[str]:
@@ -149,21 +167,21 @@ def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
                     + "; ".join(parts) + ". Where one chain stands apart it has spent its draws "
                     "in a region the others hardly visited (slow mixing, a tail or another "
                     "mode); compare the chains' traces and rank plots (report.html).")
-    eps = None if step_size is None else np.ravel(np.asarray(step_size, dtype=float))
-    if eps is not None and eps.size == n_chain:
-        for k in range(n_chain):
-            others = np.delete(eps, k)
-            if eps[k] < STEP_SIZE_OUTLIER * np.median(others):
-                msg = (f"chain {k + 1} adapted a step size of {eps[k]:.3g} against "
-                       f"{others.min():.3g}-{others.max():.3g} in the others")
-                n = (None if steps_per_draw is None
-                     else np.ravel(np.asarray(steps_per_draw, dtype=float)))
-                if n is not None and n.size == n_chain:
-                    rest = np.delete(n, k)
-                    msg += (f" and took {n[k]:.0f} leapfrog steps per draw ({rest.min():.0f}-"
-                            f"{rest.max():.0f})")
-                msgs.append(msg + ": its warm-up ended in a harder region (a funnel, a tail or "
-                            "another mode), and parallel chains wait for it.")
+    outliers = step_size_outliers(step_size, n_chain)
+    if outliers is None:
+        return msgs
+    eps, low = outliers
+    n = None if steps_per_draw is None else np.ravel(np.asarray(steps_per_draw, dtype=float))
+    for k in np.flatnonzero(low):
+        others = np.delete(eps, k)
+        msg = (f"chain {k + 1} adapted a step size of {eps[k]:.3g} against "
+               f"{others.min():.3g}-{others.max():.3g} in the others")
+        if n is not None and n.size == n_chain:
+            rest = np.delete(n, k)
+            msg += (f" and took {n[k]:.0f} leapfrog steps per draw ({rest.min():.0f}-"
+                    f"{rest.max():.0f})")
+        msgs.append(msg + ": its warm-up ended in a harder region (a funnel, a tail or "
+                    "another mode), and parallel chains wait for it.")
     return msgs
 
 

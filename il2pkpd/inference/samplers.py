@@ -132,6 +132,19 @@ class ProgressLog:
         return line
 
 
+def progress_mode(progress_bar) -> bool | str:
+    """*progress_bar* as True (bars), False or ``"log"`` (plain lines); None: bars when
+    stderr is a terminal. Other strings raise :class:`~il2pkpd.errors.OptionError`."""
+    if progress_bar is None:
+        return bool(os.isatty(2))
+    if isinstance(progress_bar, str):
+        if progress_bar != "log":
+            raise OptionError(f"progress_bar {progress_bar!r} is not allowed; use True, False "
+                              "or 'log'.")
+        return "log"
+    return bool(progress_bar)
+
+
 class _LoggedNUTS(NUTS):
     """NUTS whose chains report to a :class:`ProgressLog` at its marks (*offset*: iterations
     of the run's earlier stages)."""
@@ -838,13 +851,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         raise OptionError(f"pooled_metric needs at least {POOLED_MIN_WARMUP} warm-up "
                           f"iterations, got {warmup}.")
     method = choose_chain_method(chains, chain_method, _uses_diffrax(pm, is_ode))
-    if progress_bar is None:
-        progress_bar = bool(os.isatty(2))
-    if isinstance(progress_bar, str) and progress_bar != "log":
-        raise OptionError(f"progress_bar {progress_bar!r} is not allowed; use True, False or "
-                          "'log'.")
+    progress_bar = progress_mode(progress_bar)
     progress = ProgressLog(chains, warmup, samples) if progress_bar == "log" else None
-    progress_bar = progress is None and bool(progress_bar)
+    progress_bar = progress_bar is True
     dense = _dense_arg(pm, dense_mass)
     start = None
     map_seconds = 0.0

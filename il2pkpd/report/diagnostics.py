@@ -164,11 +164,11 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
         ``fit.json``), ``leapfrog steps per draw`` (mean), ``divergences``, ``E-BFMI``,
         ``at max tree depth`` and ``status``: ``warn`` for a chain with divergences, E-BFMI
         below :data:`EBFMI_MIN` (or undefined), transitions at *max_tree_depth* or a step
-        size below :data:`il2pkpd.inference.results.STEP_SIZE_OUTLIER` times the median of
-        the other chains' (such a chain found a harder region, and parallel chains wait for
-        it). None without sample stats or with one chain.
+        size flagged by :func:`il2pkpd.inference.results.step_size_outliers` (such a chain
+        found a harder region, and parallel chains wait for it). None without sample stats or
+        with one chain.
     """
-    from il2pkpd.inference.results import STEP_SIZE_OUTLIER
+    from il2pkpd.inference.results import step_size_outliers
 
     if "sample_stats" not in fit.datatree.children:
         return None
@@ -177,13 +177,7 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     if n_chain < 2:
         return None
     info = fit.meta.get("info") if isinstance(fit.meta.get("info"), dict) else {}
-    eps = info.get("step_size")
-    try:
-        eps = np.ravel(np.asarray(eps, dtype=float)) if eps is not None else None
-    except (TypeError, ValueError):
-        eps = None
-    if eps is not None and eps.size != n_chain:
-        eps = None
+    outliers = step_size_outliers(info.get("step_size"), n_chain)
     sat_all = _at_max_depth(ss, max_tree_depth)
     bfmi = None
     if "energy" in ss:
@@ -194,9 +188,9 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     for c in range(n_chain):
         row: dict = {"chain": c + 1}
         warn = False
-        if eps is not None:
-            row["step size"] = f"{eps[c]:.3g}"
-            warn |= bool(eps[c] < STEP_SIZE_OUTLIER * np.median(np.delete(eps, c)))
+        if outliers is not None:
+            row["step size"] = f"{outliers[0][c]:.3g}"
+            warn |= bool(outliers[1][c])
         if "n_steps" in ss:
             row["leapfrog steps per draw"] = f"{float(ss['n_steps'].values[c].mean()):.1f}"
         if "diverging" in ss:
