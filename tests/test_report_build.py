@@ -87,6 +87,7 @@ def fit_fixture(out: Path, *, seed: int = 0, num_samples: int = 150) -> Path:
     from numpyro.infer import MCMC, NUTS, Predictive, init_to_median
 
     from il2pkpd._io import mark_complete
+    from il2pkpd.inference._posthoc import repair_numpyro_submodules
 
     obs = simulate_data()
     sub = obs["ID"].to_numpy() - 1
@@ -122,6 +123,7 @@ def fit_fixture(out: Path, *, seed: int = 0, num_samples: int = 150) -> Path:
     ppc = Predictive(model, samples)(jax.random.PRNGKey(seed + 1), sub, t, cens)
     prior = Predictive(model, num_samples=200)(jax.random.PRNGKey(seed + 2), sub, t, cens)
     wt = obs.groupby("ID")["WT"].first().to_numpy()
+    repair_numpyro_submodules()  # as the package does before from_numpyro (lazy import)
     dt = az.from_numpyro(
         mcmc, posterior_predictive={"DV": ppc["DV"]}, prior=prior, log_likelihood=True,
         constant_data={"ID": obs["ID"].to_numpy(), "TIME": t, "DVID": obs["DVID"].to_numpy(),
