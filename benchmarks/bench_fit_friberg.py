@@ -68,6 +68,17 @@ gave the same draws (min ESS 257, R-hat 1.013, 56 divergences) in 1,218 s wall f
 its Laplace start included (70 s of it while tests ran beside it; 27 s on an idle machine):
 2.7 ms per leapfrog step over the run against 4.3 ms.
 
+One step size for all chains after warm-up (the median of the chains' adapted ones; a
+prototype, not kept; ``--pooled-metric yes``, seed 1, history 512, warm-up and sampling run as
+two NumPyro calls, so the warm-up's random numbers differed from the run above): the four
+chains adapted 0.087-0.111 (shared 0.101) and the run took 701 s wall (11.7 min), 57 leapfrog
+steps per draw, but the chains mixed worse: 234 divergences (66, 34, 14 and 120 by chain),
+chain 1 spent more of its draws low in the centred funnel of omega_Q (eta-shrinkage 75%; its
+median 0.094 against 0.150-0.168), min bulk ESS 102 (corr_V1_V2), max R-hat 1.042 (omega_Q);
+benchmarks/reference/bench_fit_friberg_pooled_shared.json. One run, with a different warm-up,
+so it does not separate the effect of sharing the step size from that of the warm-up; it
+gives no reason to keep the option.
+
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
 move together to KA about 0.3/h, V1 about 20 L, Q about 7 L/h and V2 about 70 L (bulk: 0.8/h,

@@ -36,6 +36,26 @@ of ancillarity-sufficiency interweaving, Yu & Meng 2011; a prototype, not kept) 
 three of four. With
 ESS near 400 the worst of 15 parameters crosses R-hat 1.01 in about one run of three.
 
+Why omega_Q mixes slowly (seed 1's draws): its slow direction is the Q-V2 covariance
+(omega_Q, corr_Q_V2, V2 and omega_V2 have the lowest ESS; the conditional SD of Q given the
+others has ESS 773 against omega_Q's 411, but the Q-V2 element of the covariance's Cholesky
+factor 403), fed by subjects whose data leave a ridge in (Q_i, V2_i): subjects 45 and 47 peak
+after the end of their 1-h infusion, their draws of eta_Q spread wider than the prior
+(posterior SD 0.52-0.66 against omega_Q 0.36, Q-V2 correlation -0.65 to -0.82) and mix as
+slowly as omega_Q (per-subject ESS 250-320). It is not a warm-up transient (R-hat of the
+second half of seed 2's draws: 1.022). Per-subject partial centring (each subject its own
+weight w_i = 1 - v_i / s^2, v_i the variance of its eta given its earlier block members and s^2
+the prior's; the normal-normal optimum, Papaspiliopoulos, Roberts & Skold 2003, Gorinova et
+al. 2020), prototypes not kept, with CL and V1 centred and Q and V2 partially centred:
+weights from a finished fit's draws (an oracle) gave over seeds 1-8 min ESS 390-672 (mean 495;
+defaults 299-484, mean 410) and R-hat <= 1.0084 in all eight (defaults: three of eight above
+1.01), V2's and omega_V2's ESS 2-3x; weights from FOCE-I's per-subject Gauss-Newton
+curvature (the ridge subjects then get 0.2 rather than 0), seeds 1-6: 236-590, one of six
+above 1.01; weights from the first half of warm-up, carried over mid-warm-up, seeds 1-4:
+227-457, three of four above (with the pooled metric, seeds 1-6: 337-544, two of six). Sampling
+omega on a softplus scale instead of log: 338-432. None is a reliable gain over the defaults.
+
+
 PyStan comes from the optional dependency group: ``pip install -e '.[stan]'``.
 Writes benchmarks/results/bench_fit_iv2cmt.json.
 """
