@@ -66,7 +66,9 @@ other chains' 63 steps per draw the run would have taken about 17 min. The same 
 ``--history 512`` (now the default; benchmarks/results/bench_fit_friberg_pooled_h512.json)
 gave the same draws (min ESS 257, R-hat 1.013, 56 divergences) in 1,218 s wall for NUTS,
 its Laplace start included (70 s of it while tests ran beside it; 27 s on an idle machine):
-2.7 ms per leapfrog step over the run against 4.3 ms.
+2.7 ms per leapfrog step over the run against 4.3 ms. Again on an idle machine
+(benchmarks/reference/bench_fit_friberg_pooled_h512_idle.json): the same draws in 1,103 s
+(18.4 min; the whole script, with the model check and gradient timing, 1,130 s).
 
 One step size for all chains after warm-up (the median of the chains' adapted ones; a
 prototype, not kept; ``--pooled-metric yes``, seed 1, history 512, warm-up and sampling run as
