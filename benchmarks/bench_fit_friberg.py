@@ -41,7 +41,7 @@ Defaults (the settings of the goal run):
 ``--pooled-metric yes`` (cross-chain warm-up, ``run_nuts(pooled_metric=True)``): the Laplace
 metric for the first 250 warm-up iterations, then the dense covariance of the four chains'
 last 125 draws each, pooled with shrunk correlations. In 4 x (500 + 200) runs (seed 1, twice,
-the same result; benchmarks/results/bench_fit_friberg_pooled_short.json) three chains adapted
+the same result; benchmarks/reference/bench_fit_friberg_pooled_short.json) three chains adapted
 step sizes of 0.06-0.09 against 0.02-0.05 with the Laplace metric and took 63-72 leapfrog
 steps per draw, and the PK parameters reached bulk ESS 381-519 from 800 draws (the Laplace
 metric's full run: 57-86 from 4,000). The fourth chain, which went into the posterior's tail
@@ -55,7 +55,7 @@ default for these reasons.
 
 The full goal run with it (4 x (500 + 1,000), seed 1, ``--history 4096``, the same command
 without --samples;
-benchmarks/results/bench_fit_friberg_pooled_full.json, the machine shared with tests for part
+benchmarks/reference/bench_fit_friberg_pooled_full.json, the machine shared with tests for part
 of it): 1,898 s wall (stage 1: 357 s), min bulk ESS 257 (omega_Q; every typical value 862-2,568),
 max R-hat 1.013 (omega_Q alone above 1.01; the Laplace metric's full run: ESS 57, R-hat 1.053),
 56 divergences (2, 27, 9 and 18 by chain). Chain 1 adapted a step size of 0.021 (others
@@ -63,20 +63,22 @@ max R-hat 1.013 (omega_Q alone above 1.01; the Laplace metric's full run: ESS 57
 furthest into the swap region below (typical values swapped in 2.0% of its draws, 0.1-0.6%
 in the others; its 1% quantile of V1 26 L against 34-38 L), and the run waited for it. At the
 other chains' 63 steps per draw the run would have taken about 17 min. The same run with
-``--history 512`` (now the default; benchmarks/results/bench_fit_friberg_pooled_h512.json)
+``--history 512`` (now the default; benchmarks/reference/bench_fit_friberg_pooled_h512.json)
 gave the same draws (min ESS 257, R-hat 1.013, 56 divergences) in 1,218 s wall for NUTS,
-its Laplace start included (70 s of it while tests ran beside it; 27 s on an idle machine):
+its Laplace start included (70 s of it while tests ran beside it; 29 s on an idle machine):
 2.7 ms per leapfrog step over the run against 4.3 ms. Again on an idle machine
 (benchmarks/reference/bench_fit_friberg_pooled_h512_idle.json): the same draws in 1,103 s
-(18.4 min; the whole script, with the model check and gradient timing, 1,130 s).
+(18.4 min, seed 1; the whole script, with the model check and gradient timing, 1,130 s).
 
 One step size for all chains after warm-up (the median of the chains' adapted ones; a
 prototype, not kept; ``--pooled-metric yes``, seed 1, history 512, warm-up and sampling run as
 two NumPyro calls, so the warm-up's random numbers differed from the run above): the four
 chains adapted 0.087-0.111 (shared 0.101) and the run took 701 s wall (11.7 min), 57 leapfrog
 steps per draw, but the chains mixed worse: 234 divergences (66, 34, 14 and 120 by chain),
-chain 1 spent more of its draws low in the centred funnel of omega_Q (eta-shrinkage 75%; its
-median 0.094 against 0.150-0.168), min bulk ESS 102 (corr_V1_V2), max R-hat 1.042 (omega_Q);
+chain 2 went furthest into the absorption/distribution swap (typical values swapped in 7.5% of
+its draws, its 1% quantile of V1 12 L), chain 1 spent more of its draws low in the centred
+funnel of omega_Q (Q's eta-shrinkage over all draws 75%; chain 1's median omega_Q 0.094 against
+0.150-0.168), min bulk ESS 102 (corr_V1_V2), max R-hat 1.042 (omega_Q);
 benchmarks/reference/bench_fit_friberg_pooled_shared.json. One run, with a different warm-up,
 so it does not separate the effect of sharing the step size from that of the warm-up; it
 gives no reason to keep the option.

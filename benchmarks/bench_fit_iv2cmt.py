@@ -50,11 +50,12 @@ al. 2020), prototypes not kept, with CL and V1 centred and Q and V2 partially ce
 weights from a finished fit's draws (an oracle) gave over seeds 1-8 min ESS 390-672 (mean 495;
 defaults 299-484, mean 410) and R-hat <= 1.0084 in all eight (defaults: three of eight above
 1.01), V2's and omega_V2's ESS 2-3x; weights from FOCE-I's per-subject Gauss-Newton
-curvature (the ridge subjects then get 0.2 rather than 0), seeds 1-6: 236-590, one of six
-above 1.01; weights from the first half of warm-up, carried over mid-warm-up, seeds 1-4:
-227-457, three of four above (with the pooled metric, seeds 1-6: 337-544, two of six). Sampling
-omega on a softplus scale instead of log: 338-432. None is a reliable gain over the defaults.
-
+curvature (a Gaussian approximation: the ridge subjects get 0.2, where the oracle gives them
+0 because their draws spread wider than the prior), seeds 1-6: 236-590, one of six above
+R-hat 1.01; weights from the first half of warm-up, carried over mid-warm-up, seeds 1-4:
+227-457, three of four above R-hat 1.01 (with the pooled metric, seeds 1-6: 337-544, two of
+six). Sampling omega on a softplus scale instead of log: 338-432. None is a reliable gain over
+the defaults.
 
 PyStan comes from the optional dependency group: ``pip install -e '.[stan]'``.
 Writes benchmarks/results/bench_fit_iv2cmt.json.
