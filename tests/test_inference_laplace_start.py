@@ -31,6 +31,10 @@ CASES = [
     (POP4, "noncentred", {}),
     ({"blocks": [["CL", "Q"]]}, {"noncentred": ["CL", "V2"]},
      {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
+    (POP4, {"centred": ["CL"], "partial": {"Q": 0.5}}, {}),
+    (POP4, {"partial": {"CL": 0.3, "V2": 0.8}}, {}),
+    ({"blocks": [["CL", "Q"]]}, {"centred": ["V1"], "partial": {"CL": 0.25}},
+     {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
 ]
 
 
@@ -50,13 +54,6 @@ def test_mapped_point_has_the_same_individual_parameters(population, parametriza
         for a, b in pm.spec.correlations:
             np.testing.assert_allclose(vals[f"corr_{a}_{b}"], vals_nc[f"corr_{a}_{b}"],
                                        rtol=1e-9, atol=1e-12)
-
-
-def test_partial_centring_is_refused():
-    pm = _pm({"centred": ["CL"], "partial": {"Q": 0.5}})
-    vals = _values(noncentred_twin(pm), _random_point(noncentred_twin(pm), 0))
-    with pytest.raises(OptionError, match="partial"):
-        sites_from_noncentred(pm, vals)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +142,6 @@ def test_bad_init_is_an_option_error(centred_pm):
         fit_population_model(centred_pm, "nuts", chains=1, warmup=5, samples=5, init="mode")
 
 
-
 def test_structured_metric_is_the_laplace_covariance_cut_to_numpyro_blocks():
     """Reference: each site's positions in the flat vector from JAX's own ravel_pytree (sites
     of several shapes); a dense block in its tuple's order, which differs from sorted order;
@@ -199,6 +195,22 @@ def test_structured_laplace_metric_starts_the_adaptation(centred_pm, dense_mass)
                                posterior_predictive=False, prior_draws=0)
     assert res.info["metric"] == "laplace" and res.info["adapt_mass_matrix"] is True
     assert res.info["mass_matrix"] == ("blocks" if dense_mass == "population" else "diagonal")
+    s = res.summary.set_index("parameter")
+    for name in ("CL", "V"):
+        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
+
+
+def test_nuts_from_laplace_start_with_partial_centring_recovers_typical_values(centred_pm):
+    import dataclasses
+
+    pm, *_ = prepare("one_cmt_iv", make_df(n=24), residual={"CP": "lognormal"},
+                     population={"parametrization": {"centred": ["CL"], "partial": {"V": 0.4}}})
+    pm = dataclasses.replace(pm, obs=centred_pm.obs)        # the same simulated data
+    res = fit_population_model(pm, "nuts", chains=1, warmup=100, samples=200, seed=3,
+                               init="laplace", progress_bar=False, posterior_predictive=False,
+                               prior_draws=0)
+    assert res.info["init"] == "laplace" and res.info["laplace"]["map_converged"]
+    assert "z_V" in res.datatree["posterior"]
     s = res.summary.set_index("parameter")
     for name in ("CL", "V"):
         assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name

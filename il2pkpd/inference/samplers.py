@@ -487,21 +487,32 @@ def _latent_sites(fn, **kwargs) -> tuple[str, ...]:
     return tuple(k for k, v in tr.items() if v["type"] == "sample" and not v["is_observed"])
 
 
+def _iiv_scale(domain: str, ind):
+    """Individual parameter values on their IIV scale (log, logit or identity)."""
+    ind = jnp.asarray(ind)
+    if domain in ("positive", "nonnegative"):
+        return jnp.log(ind)
+    if domain == "unit_interval":
+        return jnp.log(ind) - jnp.log1p(-ind)
+    return ind
+
+
 def sites_from_noncentred(pm, values: dict) -> dict:
-    """Constrained latent-site values of *pm* (any IIV parametrization but partial centring)
-    that give the same population and individual parameters as *values*, the constrained
-    site values (deterministics ``ind_<P>`` included) of its non-centred twin.
+    """Constrained latent-site values of *pm* (any IIV parametrization) that give the same
+    population and individual parameters as *values*, the constrained site values
+    (deterministics ``ind_<P>`` included) of its non-centred twin.
 
     Per block with correlation matrix R (block order), the sampled order puts the centred
-    members C first: ``L_omega`` becomes the Cholesky factor of R permuted to that order,
-    ``phi_C`` the individual parameters on their IIV scale (log, logit or identity) and ``z``
-    the non-centred members' coordinates of ``S^-1 eta`` with ``S = diag(omega) L_omega``.
-    Pure JAX (differentiable: :func:`laplace_start` carries a covariance through it).
+    members C first, then the non-centred, then the partially centred ones: ``L_omega``
+    becomes the Cholesky factor of R permuted to that order, ``phi_C`` the individual
+    parameters on their IIV scale (log, logit or identity), ``z`` the non-centred members'
+    coordinates of ``w = S^-1 eta`` with ``S = diag(omega) L_omega``, and a partially centred
+    member P (weight a, row r) ``z_P = a m + s^a w_r`` with ``s = S_rr`` and ``m = phi_P - s
+    w_r`` (its location plus conditional mean). Pure JAX (differentiable:
+    :func:`laplace_start` carries a covariance through it).
     """
     spec = pm.spec
-    if spec.partial_weights:
-        raise OptionError("init='laplace' supports centred, non-centred and mixed IIV "
-                          "parametrizations, not partial centring.")
+    partial = spec.partial_weights
     orders, phi_names, z_names = pm.iiv_layout()
     out = {k: v for k, v in values.items()
            if k not in ("z", "phi") and not k.startswith(("L_omega_", "ind_", "corr_"))}
@@ -521,18 +532,15 @@ def sites_from_noncentred(pm, values: dict) -> dict:
             Lp = jnp.linalg.cholesky(corr)
             if m > 1:
                 out[f"L_omega_{k + 1}"] = Lp
-            w = jax.scipy.linalg.solve_triangular(om[perm][:, None] * Lp, eta[:, perm].T,
-                                                  lower=True).T
+            st = om[perm][:, None] * Lp
+            w = jax.scipy.linalg.solve_triangular(st, eta[:, perm].T, lower=True).T
             for jj, p in enumerate(order):
                 if p in phi_names:
-                    ind = jnp.asarray(values[f"ind_{p}"])
-                    dom = spec.domain(p)
-                    if dom in ("positive", "nonnegative"):
-                        phi_cols[p] = jnp.log(ind)
-                    elif dom == "unit_interval":
-                        phi_cols[p] = jnp.log(ind) - jnp.log1p(-ind)
-                    else:
-                        phi_cols[p] = ind
+                    phi_cols[p] = _iiv_scale(spec.domain(p), values[f"ind_{p}"])
+                elif p in partial:
+                    a, sd = partial[p], st[jj, jj]
+                    m = _iiv_scale(spec.domain(p), values[f"ind_{p}"]) - sd * w[:, jj]
+                    out[f"z_{p}"] = a * m + sd ** a * w[:, jj]
                 else:
                     z_cols[p] = w[:, jj]
         if phi_names:
