@@ -96,7 +96,8 @@ draws). But 1,715 s wall (28.6 min; the test suite ran beside it for its last 3-
 -148, 7 floored) took 720 s at 577 leapfrog steps per iteration; at the rest of the run's 130
 it would have been about 19 min. A better stage-1 metric for partially centred models is the
 next step toward both goals in one run. (The Laplace start supports partial centring since
-this run.)
+this run.) The same with ``--laplace-metric mapped`` (positive definite, 1 eigenvalue floored)
+had not finished after 21 min and was stopped.
 
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
