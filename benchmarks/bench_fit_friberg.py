@@ -171,7 +171,6 @@ HERE = Path(__file__).resolve().parent
 NAMES = ["CL", "V1", "Q", "V2", "KA", "MTT", "CIRC0", "GAMMA", "ALPHA"]
 
 
-
 def _parametrization(args):
     """--parametrization plus --partial as the population table's ``parametrization``."""
     if not args.partial:
