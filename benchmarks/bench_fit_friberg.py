@@ -137,6 +137,8 @@ and 127 leapfrog steps per iteration from the measured gradient).
         [--init laplace|median|map] [--parametrization centred|noncentred|centred=P,...]
         [--partial P=w,...]
         [--adapt-mass no|yes] [--laplace-metric hessian|mapped]
+        [--pooled-metric no|yes] [--stage1-parametrization centred|...]
+        [--adaptive-centring]
         [--chain-method parallel|sequential|vectorized]
         [--compile-cache] [--solver tsit5] [--checkpoints N] [--max-steps N]
 
@@ -165,7 +167,7 @@ from numpyro.infer import init_to_median  # noqa: E402
 from numpyro.infer.util import initialize_model  # noqa: E402
 
 from il2pkpd.inference import fit_population_model, prepare  # noqa: E402
-from il2pkpd.inference.samplers import laplace_start  # noqa: E402
+from il2pkpd.inference.samplers import laplace_start, reparametrized  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 NAMES = ["CL", "V1", "Q", "V2", "KA", "MTT", "CIRC0", "GAMMA", "ALPHA"]
@@ -273,6 +275,13 @@ def main() -> int:
                     help="cross-chain warm-up: after half the warm-up, a metric from all "
                          "chains' pooled draws (correlations shrunk) replaces the stage-1 "
                          "metric; the rest of warm-up adapts the step size")
+    ap.add_argument("--stage1-parametrization", default=None,
+                    help="with --pooled-metric yes: run the first half of warm-up in this IIV "
+                         "parametrization (e.g. centred; the Laplace start is its own), its "
+                         "draws carried exactly to the sampled one for the pooled metric")
+    ap.add_argument("--adaptive-centring", action="store_true",
+                    help="with --pooled-metric yes: after stage 1, partially centre every IIV "
+                         "parameter with weight (1 - s)^2 from its eta-shrinkage s in stage 1")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
@@ -387,7 +396,9 @@ def main() -> int:
     t0 = time.perf_counter()
     lap = None
     if args.init == "laplace":
-        lap = laplace_start(pm, pm.observed, seed=args.seed, hessian_floor=args.hessian_floor,
+        pm1 = (pm if args.stage1_parametrization is None
+               else reparametrized(pm, args.stage1_parametrization, "--stage1-parametrization"))
+        lap = laplace_start(pm1, pm.observed, seed=args.seed, hessian_floor=args.hessian_floor,
                             metric=args.laplace_metric)
         res["laplace"] = lap.info
         print(f"Laplace start: non-centred joint mode in {lap.info['map_seconds']:.0f} s "
@@ -403,6 +414,8 @@ def main() -> int:
                               init=args.init, laplace=lap,
                               adapt_mass_matrix=args.adapt_mass == "yes",
                               pooled_metric=args.pooled_metric == "yes",
+                              stage1_parametrization=args.stage1_parametrization,
+                              adaptive_centring=args.adaptive_centring,
                               target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
@@ -419,6 +432,7 @@ def main() -> int:
         "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
         "pooled_metric": fr.info.get("pooled_metric"),
         "parametrization": _parametrization(args),
+        "sampled_parametrization": fr.info.get("parametrization"),
         "eta_shrinkage": fr.info.get("eta_shrinkage"),
         "suggested_parametrization": fr.info.get("suggested_parametrization"),
         "min_ess_bulk": float(s["ess_bulk"].min()), "max_r_hat": float(s["r_hat"].max()),

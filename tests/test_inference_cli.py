@@ -81,6 +81,21 @@ def test_cli_mixed_parametrization(csv_path, tmp_path, capsys):
     assert 3.0 < s.loc["CL", "mean"] < 5.5
 
 
+def test_cli_stage1_parametrization(csv_path, tmp_path, capsys):
+    """Warm-up's first half centred, then the mixed parametrization the fit asked for."""
+    out = tmp_path / "stage1"
+    rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--chains",
+               "2", "--warmup", "60", "--samples", "30", "--residual", "CP=lognormal",
+               "--parametrization", "centred=CL", "--pooled-metric", "--init", "laplace",
+               "--stage1-parametrization", "centred", "--no-report", "--no-progress",
+               "--prior-draws", "0", "--pred-draws", "10"])
+    assert rc == 0, capsys.readouterr().err
+    info = json.loads((out / "fit.json").read_text())["info"]
+    assert info["pooled_metric"]["stage1_parametrization"] == "centred"
+    assert info["metric"] == "pooled" and "mixed (centred: CL" in info["spec"]
+    assert (out / "_COMPLETE").is_file()
+
+
 @pytest.mark.parametrize("pooled", [False, True])
 def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up),
@@ -132,6 +147,11 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--covariance", "banded"], "--covariance"),
     (["--parametrization", "funnel"], "--parametrization"),
     (["--parametrization", "centred=CL,XX"], "XX"),
+    (["--stage1-parametrization", "centred"], "--pooled-metric"),
+    (["--adaptive-centring"], "--pooled-metric"),
+    (["--method", "nuts", "--pooled-metric", "--stage1-parametrization", "sideways"],
+     "--stage1-parametrization"),
+    (["--method", "nuts", "--pooled-metric", "--stage1-parametrization", "centred=XX"], "XX"),
     (["--chains", "two"], ""),
     (["--pred-draws", "-1"], "--pred-draws"),
     (["--estimate", "CL,XX"], "XX"),

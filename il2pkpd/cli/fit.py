@@ -52,6 +52,16 @@ def fit_command(
              "draws pooled (correlations shrunk) replaces the stage-1 metric and is kept; the "
              "rest of warm-up adapts the step size (needs --warmup "
              f"{_POOLED_MIN_WARMUP} or more; NUTS only)."),
+    stage1_parametrization: str = typer.Option(
+        None, help="With --pooled-metric: the IIV parametrization the first half of warm-up "
+                   "runs in (centred | noncentred | centred=CL,V1), with its own --init "
+                   "start; its draws are carried exactly to the sampled parametrization "
+                   "for the pooled metric (e.g. centred for a partially centred model)."),
+    adaptive_centring: bool = typer.Option(
+        False, "--adaptive-centring/--no-adaptive-centring",
+        help="With --pooled-metric: after half the warm-up, partially centre every IIV "
+             "parameter with weight (1 - s)^2 from its eta-shrinkage s so far, for the rest "
+             "of the run (rich data: start it with --parametrization centred)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -100,6 +110,10 @@ def fit_command(
                           f"{', '.join(INIT_OPTIONS)}.")
     if pooled_metric and method != "nuts":
         raise OptionError(f"--pooled-metric applies to --method nuts only, not {method}.")
+    for name, on in (("--stage1-parametrization", stage1_parametrization is not None),
+                     ("--adaptive-centring", adaptive_centring)):
+        if on and not (method == "nuts" and pooled_metric):
+            raise OptionError(f"{name} needs --method nuts and --pooled-metric.")
     if method == "nuts" and pooled_metric and warmup < POOLED_MIN_WARMUP:
         raise OptionError(f"--pooled-metric needs --warmup {POOLED_MIN_WARMUP} or more, got "
                           f"{warmup}.")
@@ -136,7 +150,9 @@ def fit_command(
                  seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
                  dense_mass=dense_mass, init=init,
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
-                 pooled_metric=pooled_metric, draws=draws, priors=priors, fix=fixed,
+                 pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
+                 adaptive_centring=adaptive_centring,
+                 draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,
                  progress_bar=(os.isatty(2) or "log") if progress else False, cli=True)

@@ -24,6 +24,7 @@ from il2pkpd.inference.results import (
 )
 from il2pkpd.inference.samplers import (
     progress_mode,
+    reparametrized,
     run_laplace,
     run_map,
     run_nuts,
@@ -318,6 +319,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
         dense_mass: str | bool = "auto", init: str = "median",
         adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
+        stage1_parametrization=None, adaptive_centring: bool = False,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -364,6 +366,17 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         Cross-chain warm-up: after the first half of warm-up, a metric from all chains'
         draws pooled replaces the per-chain one (see
         :func:`il2pkpd.inference.samplers.run_nuts`).
+    stage1_parametrization : str or mapping, optional
+        With *pooled_metric*: the IIV parametrization (as the population table's
+        ``parametrization``) the first half of warm-up runs in, its draws then carried
+        exactly to the model's own, e.g. ``"centred"`` for a partially centred model (see
+        *stage1_model* of :func:`il2pkpd.inference.samplers.run_nuts`).
+    adaptive_centring : bool
+        With *pooled_metric*: after the first half of warm-up, every IIV parameter is
+        partially centred with the weight ``(1 - s)^2`` from its eta-shrinkage s in the
+        draws so far, for the rest of warm-up and the kept draws (``info["parametrization"]``
+        and ``info["pooled_metric"]["centring_weights"]``; see
+        :func:`il2pkpd.inference.samplers.centring_weights`).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -401,13 +414,17 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
     pm, model_obj, dataset, _ = prepare(model, data, priors=priors, fix=fix, population=population,
                                         residual=residual, covariates=covariates,
                                         solver_options=solver_options, shard=shard, cli=cli)
+    if stage1_parametrization is not None:      # bad values named as the caller gave them
+        reparametrized(pm, stage1_parametrization,
+                       "--stage1-parametrization" if cli else "stage1_parametrization")
     result = fit_population_model(
         pm, method, model_name=getattr(model_obj, "name", "?"),
         data_label=str(getattr(dataset, "source", "")),
         is_ode=not getattr(model_obj, "is_closed_form", True), chains=chains, warmup=warmup,
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
         dense_mass=dense_mass, init=init, adapt_mass_matrix=adapt_mass_matrix,
-        pooled_metric=pooled_metric, chain_method=chain_method, draws=draws,
+        pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
+        adaptive_centring=adaptive_centring, chain_method=chain_method, draws=draws,
         svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
         prior_draws=prior_draws)
@@ -422,14 +439,15 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          target_accept: float = 0.8, max_tree_depth: int = 10,
                          dense_mass: str | bool = "auto", init: str = "median",
                          adapt_mass_matrix: bool | None = None, laplace=None,
-                         pooled_metric: bool = False, chain_method: str | None = None,
+                         pooled_metric: bool = False, stage1_parametrization=None,
+                         adaptive_centring: bool = False, chain_method: str | None = None,
                          draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | str | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
     """Run inference on a built :class:`PopulationModel` (see :func:`fit` for the options;
     *laplace*: a :class:`~il2pkpd.inference.samplers.LaplaceStart` already computed for
-    ``init="laplace"``)."""
+    ``init="laplace"``, for the stage-1 parametrization when one is given)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
     progress_bar = progress_mode(progress_bar)
@@ -440,14 +458,21 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                   "n_blq": int(pm.obs.blq.sum()), "spec": pm.spec.describe()}
     mcmc = None
     if method == "nuts":
-        mres = run_map(pm, obs, seed=seed) if init == "map" else None
+        pm1 = (None if stage1_parametrization is None else
+               reparametrized(pm, stage1_parametrization, "stage1_parametrization"))
+        mres = run_map(pm1 or pm, obs, seed=seed) if init == "map" else None
         mcmc, ninfo = run_nuts(pm, obs, chains=chains, warmup=warmup, samples=samples,
                                target_accept=target_accept, max_tree_depth=max_tree_depth,
                                seed=seed, dense_mass=dense_mass, init=init,
                                chain_method=chain_method, progress_bar=progress_bar,
                                is_ode=is_ode, map_result=mres,
                                adapt_mass_matrix=adapt_mass_matrix, laplace=laplace,
-                               pooled_metric=pooled_metric)
+                               pooled_metric=pooled_metric, stage1_model=pm1,
+                               adaptive_centring=adaptive_centring)
+        if ninfo["parametrization"] != pm.spec.parametrization_value():
+            # adaptive centring: the draws are those of the parametrization it chose
+            pm = reparametrized(pm, ninfo["parametrization"])
+            info["spec"] = pm.spec.describe()
         info.update(ninfo)
         info.update({"chains": chains, "warmup": warmup, "samples": samples,
                      "target_accept": target_accept, "max_tree_depth": max_tree_depth,
