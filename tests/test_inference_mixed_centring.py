@@ -327,7 +327,7 @@ def test_eta_shrinkage_and_suggested_parametrization():
     with sd(a_i) = 0.95 omega (shrinkage 5%) for CL and 0.5 omega (50%) for Q."""
     import xarray as xr
 
-    from il2pkpd.inference._fit import eta_shrinkage, suggest_parametrization
+    from il2pkpd.inference._fit import eta_shrinkage, suggest_parametrization, suggest_partial
 
     pm = _pm("noncentred", {"iiv": ["CL", "Q"], "covariance": "block"})
     rng = np.random.default_rng(0)
@@ -345,5 +345,8 @@ def test_eta_shrinkage_and_suggested_parametrization():
     assert suggest_parametrization(shrink, pm.spec) == {"centred": ["CL"]}
     assert suggest_parametrization({"CL": 0.1, "Q": 0.2}, pm.spec) == "centred"
     assert suggest_parametrization({"CL": 0.4, "Q": 0.6}, pm.spec) == "noncentred"
+    # partial weights (1 - s)^2, clipped to [0, 1] and rounded; model order
+    assert suggest_partial(shrink, pm.spec) == {"CL": 0.9, "Q": 0.25}
+    assert suggest_partial({"Q": 1.2, "CL": -0.1}, pm.spec) == {"CL": 1.0, "Q": 0.0}
     mixed = _pm({"centred": ["CL"]}, {"iiv": ["CL", "Q"], "covariance": "block"})
     assert mixed.spec.parametrization_value() == {"centred": ["CL"]}

@@ -195,3 +195,29 @@ def test_adaptive_centring_needs_the_pooled_metric(partial_pm):
     with pytest.raises(OptionError, match="pooled_metric"):
         fit_population_model(partial_pm, "nuts", chains=2, warmup=60, samples=5,
                              adaptive_centring=True, progress_bar=False)
+
+
+def test_a_laplace_start_of_the_wrong_parametrization_is_refused(partial_pm):
+    from il2pkpd.inference.samplers import laplace_start
+
+    lap = laplace_start(partial_pm, partial_pm.observed, seed=0)      # partial, not centred
+    with pytest.raises(OptionError, match="another IIV parametrization"):
+        samplers.run_nuts(partial_pm, partial_pm.observed, chains=1, warmup=60, samples=5,
+                          init="laplace", laplace=lap, pooled_metric=True,
+                          stage1_model=reparametrized(partial_pm, "centred"),
+                          progress_bar=False)
+
+
+def test_adaptive_centring_without_iiv_changes_nothing():
+    from test_inference_model import make_df
+
+    from il2pkpd.inference import prepare
+
+    pm, *_ = prepare("one_cmt_iv", make_df(n=6), residual={"CP": "lognormal"},
+                     population={"iiv": []})
+    mcmc, info = samplers.run_nuts(pm, pm.observed, chains=1, warmup=60, samples=10, seed=1,
+                                   pooled_metric=True, adaptive_centring=True,
+                                   progress_bar=False)
+    assert info["pooled_metric"]["centring_weights"] is None
+    assert info["parametrization"] == pm.spec.parametrization_value()
+    assert set(mcmc.get_samples()) >= {"CL", "V"}

@@ -308,6 +308,14 @@ def suggest_parametrization(shrinkage: Mapping[str, float], spec: PopulationSpec
     return {"centred": centred} if centred else "noncentred"
 
 
+def suggest_partial(shrinkage: Mapping[str, float], spec: PopulationSpec) -> dict[str, float]:
+    """Partial-centring weights ``(1 - s)^2`` (rounded to 0.01) from eta-shrinkage s, in
+    model order: the ``partial`` table of ``parametrization`` (see
+    :func:`il2pkpd.inference.samplers.centring_weights`, which computes them from draws)."""
+    return {p: round((1.0 - min(max(shrinkage[p], 0.0), 1.0)) ** 2, 2)
+            for p in spec.iiv if p in shrinkage}
+
+
 def _toml(value) -> str:
     if isinstance(value, str):
         return f'"{value}"'
@@ -553,13 +561,16 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
             info["eta_shrinkage"] = shrink
             suggestion = suggest_parametrization(shrink, pm.spec)
             info["suggested_parametrization"] = suggestion
+            info["suggested_partial"] = suggest_partial(shrink, pm.spec)
             slow = any("R-hat" in m or "effective sample size" in m for m in msgs)
             if method == "nuts" and slow and suggestion != pm.spec.parametrization_value():
                 msgs.append(
                     "the IIV parametrization may slow the sampler: eta-shrinkage "
                     + ", ".join(f"{p} {100 * v:.0f}%" for p, v in shrink.items())
                     + f"; try [population] parametrization = {_toml(suggestion)} (centred "
-                    f"where shrinkage is below {100 * SHRINKAGE_CENTRED:.0f}%).")
+                    f"where shrinkage is below {100 * SHRINKAGE_CENTRED:.0f}%), or partial "
+                    "centring with weights (1 - shrinkage)^2 (fit.json: suggested_partial), "
+                    "which --pooled-metric --adaptive-centring chooses within the run.")
     info["total_seconds"] = time.perf_counter() - t0
     return FitResult(datatree=dt, summary=summary, individual=individual, method=method,
                      info=info, warnings=msgs)

@@ -617,6 +617,8 @@ def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
 
     from il2pkpd.report.shrinkage import eta_shrinkage_value
 
+    if not pm.spec.iiv:
+        return {}, {}
     par = set(_latent_sites(pm.parameters))
 
     def one(u):
@@ -1025,6 +1027,10 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     map_seconds = 0.0
     metric: dict = {}
     if init == "laplace":
+        if laplace is not None and set(laplace.unconstrained) != set(_latent_keys(pm)):
+            raise OptionError("the Laplace start given was computed for another IIV "
+                              "parametrization (its sites differ from the "
+                              f"{'stage-1 ' if pm is not pm_final else ''}model's).")
         lap = laplace or laplace_start(pm, obs, seed=seed, max_dim=LAPLACE_MAX_DIM)
         start = lap.unconstrained
         map_seconds = lap.info["map_seconds"] + lap.info.get("hessian_seconds", 0.0)
@@ -1078,7 +1084,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         draws = mcmc1.get_samples(group_by_chain=True)
         end = mcmc1.last_state.z
         stage1_par = weights = None
-        if adaptive_centring:
+        if adaptive_centring and pm.spec.iiv:
             weights, shrink = centring_weights(pm, {k: v[:, w1 // 2:] for k, v in draws.items()})
             weights = {p: round(w, 2) for p, w in weights.items()}
             pm_final = reparametrized(pm_final, {"partial": weights})
