@@ -124,9 +124,14 @@ the run waited for it. Seed 2 (benchmarks/reference/bench_fit_friberg_adaptive_s
 max R-hat 1.007, min bulk ESS 827 (omega_MTT), 31 divergences, but 1,295 s (21.6 min) on a
 slower machine: the gradient took 3.16 ms before NUTS against 2.48-2.50 ms in both seed-1 runs
 and 2.57 ms per leapfrog step over the run against 2.20; stage 1 took 188 leapfrog steps per
-iteration (seed 1: 155). At seed 1's pace that is about 1,110 s. So of three runs with the
-centred stage 1 and partial centring, one met both goals, each of the others missed one, all
-by small margins.
+iteration (seed 1: 155). At seed 1's pace that is about 1,110 s. Seed 3
+(benchmarks/reference/bench_fit_friberg_adaptive_seed3.json): max R-hat 1.003, min bulk ESS
+1,020 (omega_KA), 3 divergences, 127 leapfrog steps per draw in every chain, but 1,322 s
+(22.0 min) on a machine slower still (gradient 3.87 ms before NUTS, 2.60 ms per leapfrog step
+over the run; about 1,120 s at seed 1's pace). So of four runs with the centred stage 1 and
+partial centring, R-hat was at most 1.01 in three (1.003-1.007; 1.012 in the fourth) and min
+ESS 591-1,020; the wall time was 1,116-1,322 s, under 20 min in the two runs on the faster
+machine (2.20-2.24 ms per leapfrog step). One run met both goals.
 
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
