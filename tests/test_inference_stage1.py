@@ -123,6 +123,7 @@ def test_stage2_starts_where_stage1_ended_in_the_final_coordinates(partial_pm, m
     assert np.all(np.isfinite(seen["draws"]))
 
 
+@pytest.mark.slow    # the same path as the adaptive-centring test below, which stays fast
 def test_stage1_parametrization_recovers_typical_values(partial_pm):
     res = fit_population_model(partial_pm, "nuts", chains=2, warmup=100, samples=150, seed=5,
                                init="laplace", pooled_metric=True,
