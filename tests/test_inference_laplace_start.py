@@ -47,13 +47,17 @@ def test_mapped_point_has_the_same_individual_parameters(population, parametriza
         vals_nc = _values(nc, _random_point(nc, seed))
         mapped = sites_from_noncentred(pm, vals_nc)
         assert set(mapped) == set(_random_point(pm, 0))
-        vals = _values(pm, mapped)
-        for p in pm.spec.iiv:
-            np.testing.assert_allclose(vals[f"ind_{p}"], vals_nc[f"ind_{p}"], rtol=1e-9)
-            np.testing.assert_allclose(vals[f"omega_{p}"], vals_nc[f"omega_{p}"], rtol=1e-12)
-        for a, b in pm.spec.correlations:
-            np.testing.assert_allclose(vals[f"corr_{a}_{b}"], vals_nc[f"corr_{a}_{b}"],
-                                       rtol=1e-9, atol=1e-12)
+        assert_same_iiv(pm, _values(pm, mapped), vals_nc)
+
+
+def assert_same_iiv(pm, got, ref):
+    """The same individual parameters, IIV SDs and correlations in two sets of site values."""
+    for p in pm.spec.iiv:
+        np.testing.assert_allclose(got[f"ind_{p}"], ref[f"ind_{p}"], rtol=1e-9)
+        np.testing.assert_allclose(got[f"omega_{p}"], ref[f"omega_{p}"], rtol=1e-12)
+    for a, b in pm.spec.correlations:
+        np.testing.assert_allclose(got[f"corr_{a}_{b}"], ref[f"corr_{a}_{b}"],
+                                   rtol=1e-9, atol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numpyro.infer.util import unconstrain_fn
 from test_inference_fit import TRUE
-from test_inference_laplace_start import CASES
+from test_inference_laplace_start import CASES, assert_same_iiv
 from test_inference_mixed_centring import _pm, _random_point, _values
 
 from il2pkpd.errors import OptionError
@@ -35,16 +35,10 @@ def test_to_noncentred_keeps_the_individual_parameters(population, parametrizati
     for seed in range(2):
         point = _random_point(pm, seed)
         vals = _values(pm, point)
-        par = {k: v for k, v in vals.items() if k in point or k.startswith("ind_")}
         to_nc = sites_to_noncentred(pm, {k: v for k, v in vals.items() if k in point
                                          or k.startswith(("ind_", "corr_"))})
         vals_nc = _values(nc, {k: to_nc[k] for k in _random_point(nc, 0)})
-        for p in pm.spec.iiv:
-            np.testing.assert_allclose(vals_nc[f"ind_{p}"], par[f"ind_{p}"], rtol=1e-9)
-            np.testing.assert_allclose(vals_nc[f"omega_{p}"], vals[f"omega_{p}"], rtol=1e-12)
-        for a, b in pm.spec.correlations:
-            np.testing.assert_allclose(vals_nc[f"corr_{a}_{b}"], vals[f"corr_{a}_{b}"],
-                                       rtol=1e-9, atol=1e-12)
+        assert_same_iiv(pm, vals_nc, vals)
         # and back: the original sites
         back = sites_from_noncentred(pm, vals_nc)
         for k, v in point.items():

@@ -312,8 +312,9 @@ def suggest_partial(shrinkage: Mapping[str, float], spec: PopulationSpec) -> dic
     """Partial-centring weights ``(1 - s)^2`` (rounded to 0.01) from eta-shrinkage s, in
     model order: the ``partial`` table of ``parametrization`` (see
     :func:`il2pkpd.inference.samplers.centring_weights`, which computes them from draws)."""
-    return {p: round((1.0 - min(max(shrinkage[p], 0.0), 1.0)) ** 2, 2)
-            for p in spec.iiv if p in shrinkage}
+    from il2pkpd.report.shrinkage import centring_weight
+
+    return {p: round(centring_weight(shrinkage[p]), 2) for p in spec.iiv if p in shrinkage}
 
 
 def _toml(value) -> str:

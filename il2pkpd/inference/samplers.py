@@ -615,7 +615,7 @@ def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
     """
     from numpyro.infer.util import constrain_fn
 
-    from il2pkpd.report.shrinkage import eta_shrinkage_value
+    from il2pkpd.report.shrinkage import centring_weight, eta_shrinkage_value
 
     if not pm.spec.iiv:
         return {}, {}
@@ -634,7 +634,7 @@ def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
         _, _, sh = eta_shrinkage_value(eta[..., j], om[..., j])
         sh = float(np.clip(sh, 0.0, 1.0)) if np.isfinite(sh) else 1.0
         shrinkage[p] = sh
-        weights[p] = (1.0 - sh) ** 2
+        weights[p] = centring_weight(sh)
     return weights, shrinkage
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["eta_shrinkage_value"]
+__all__ = ["eta_shrinkage_value", "centring_weight"]
 
 
 def eta_shrinkage_value(eta_draws, omega_draws) -> tuple[float, float, float]:
@@ -28,3 +28,10 @@ def eta_shrinkage_value(eta_draws, omega_draws) -> tuple[float, float, float]:
     sd = float(np.std(means, ddof=1)) if means.size > 1 else float("nan")
     shrink = 1.0 - sd / omega if omega > 0 and np.isfinite(sd) else float("nan")
     return omega, sd, shrink
+
+
+def centring_weight(shrinkage: float) -> float:
+    """Partial-centring weight ``(1 - s)^2`` of an IIV parameter with eta-shrinkage s (clipped
+    to [0, 1]): 0 non-centred, 1 centred (see
+    :func:`il2pkpd.inference.samplers.centring_weights`)."""
+    return (1.0 - min(max(float(shrinkage), 0.0), 1.0)) ** 2
