@@ -97,6 +97,8 @@ def _parse():
                          "Q=0.5,V2=0.5 (added to --parametrization's list form)")
     ap.add_argument("--target-accept", type=float, default=0.8)
     ap.add_argument("--max-tree-depth", type=int, default=10)
+    ap.add_argument("--thin", type=int, default=1,
+                    help="NUTS iterations per kept draw after warm-up (--samples kept)")
     ap.add_argument("--init", default="median", help="median, map or laplace")
     ap.add_argument("--adapt-mass", choices=["auto", "yes", "no"], default="auto",
                     help="mass matrix adaptation in warm-up (auto: yes, but a full dense "
@@ -286,7 +288,7 @@ def run_numpyro(data_dir: Path) -> dict:
                                target_accept=ARGS.target_accept,
                                max_tree_depth=ARGS.max_tree_depth, init=ARGS.init,
                                laplace=lap, pooled_metric=ARGS.pooled_metric == "yes",
-                               adaptive_centring=ARGS.adaptive_centring,
+                               adaptive_centring=ARGS.adaptive_centring, thin=ARGS.thin,
                                adapt_mass_matrix=(None if ARGS.adapt_mass == "auto"
                                                   else ARGS.adapt_mass == "yes"),
                                chain_method=ARGS.chain_method,
@@ -309,7 +311,7 @@ def run_numpyro(data_dir: Path) -> dict:
                 "centring_weights": (res.info.get("pooled_metric") or {}).get(
                     "centring_weights"),
                 "target_accept": ARGS.target_accept, "max_tree_depth": ARGS.max_tree_depth,
-                "init": ARGS.init, "map_s": res.info.get("map_seconds", 0.0),
+                "thin": ARGS.thin, "init": ARGS.init, "map_s": res.info.get("map_seconds", 0.0),
                 "pooled_metric": res.info.get("pooled_metric"),
                 "metric": res.info.get("metric"), "laplace": res.info.get("laplace"),
                 "adapt_mass": ARGS.adapt_mass, "step_size": res.info.get("step_size"),

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import arviz as az
 import jax
 import numpy as np
 import pandas as pd
@@ -60,8 +61,6 @@ def test_cli_focei_fit_with_prior_draws_option(csv_path, tmp_path, capsys):
                "focei", "--draws", "100", "--prior-draws", "40", "--residual", "CP=lognormal",
                "--no-report"])
     assert rc == 0, capsys.readouterr().err
-    import arviz as az
-
     dt = az.from_netcdf(out / "posterior.nc")
     assert dt["prior"].sizes["draw"] == 40
     assert dt["posterior"].sizes["draw"] == 100 and "ipred" in dt["posterior"]
@@ -82,17 +81,20 @@ def test_cli_mixed_parametrization(csv_path, tmp_path, capsys):
 
 
 def test_cli_stage1_parametrization(csv_path, tmp_path, capsys):
-    """Warm-up's first half centred, then the mixed parametrization the fit asked for."""
+    """Warm-up's first half centred, then the mixed parametrization the fit asked for; the
+    draws thinned (30 kept of 60 iterations)."""
     out = tmp_path / "stage1"
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--chains",
                "2", "--warmup", "60", "--samples", "30", "--residual", "CP=lognormal",
                "--parametrization", "centred=CL", "--pooled-metric", "--init", "laplace",
                "--stage1-parametrization", "centred", "--no-report", "--no-progress",
-               "--prior-draws", "0", "--pred-draws", "10"])
+               "--prior-draws", "0", "--pred-draws", "10", "--thin", "2"])
     assert rc == 0, capsys.readouterr().err
     info = json.loads((out / "fit.json").read_text())["info"]
     assert info["pooled_metric"]["stage1_parametrization"] == "centred"
     assert info["metric"] == "pooled" and "mixed (centred: CL" in info["spec"]
+    assert info["thin"] == 2 and info["samples"] == 30
+    assert az.from_netcdf(out / "posterior.nc")["posterior"].sizes["draw"] == 30
     assert (out / "_COMPLETE").is_file()
 
 
@@ -135,6 +137,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
 @pytest.mark.parametrize("args,needle", [
     (["--method", "gibbs"], "--method"),
     (["--chains", "0"], "--chains"),
+    (["--thin", "0"], "--thin"),
     (["--target-accept", "1.5"], "--target-accept"),
     (["--dense-mass", "sparse"], "--dense-mass"),
     (["--prior", "CL=lognormal(1.4)"], "--prior CL"),

@@ -33,6 +33,9 @@ def fit_command(
     chains: int = typer.Option(4, help="NUTS chains (run in parallel on CPU cores)."),
     warmup: int = typer.Option(500, help="NUTS warm-up iterations per chain."),
     samples: int = typer.Option(1000, help="NUTS draws kept per chain."),
+    thin: int = typer.Option(1, help="NUTS iterations per kept draw after warm-up (--samples "
+                                     "draws kept from samples x thin; divergences counted "
+                                     "over all)."),
     seed: int = typer.Option(0, help="Random seed."),
     target_accept: float = typer.Option(0.8, help="NUTS target acceptance probability."),
     max_tree_depth: int = typer.Option(10, help="NUTS maximum tree depth."),
@@ -96,7 +99,8 @@ def fit_command(
         raise OptionError(f"--method {method!r} is not allowed; use one of {', '.join(METHODS)}.")
     for name, v, lo in (("--chains", chains, 1), ("--warmup", warmup, 0),
                         ("--samples", samples, 1), ("--draws", draws, 1),
-                        ("--max-tree-depth", max_tree_depth, 1), ("--pred-draws", pred_draws, 0),
+                        ("--max-tree-depth", max_tree_depth, 1), ("--thin", thin, 1),
+                        ("--pred-draws", pred_draws, 0),
                         ("--prior-draws", prior_draws, 0)):
         if v < lo:
             raise OptionError(f"{name} must be at least {lo}, got {v}.")
@@ -151,7 +155,7 @@ def fit_command(
                  dense_mass=dense_mass, init=init,
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
                  pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
-                 adaptive_centring=adaptive_centring,
+                 adaptive_centring=adaptive_centring, thin=thin,
                  draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,

@@ -328,7 +328,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
         dense_mass: str | bool = "auto", init: str = "median",
         adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
-        stage1_parametrization=None, adaptive_centring: bool = False,
+        stage1_parametrization=None, adaptive_centring: bool = False, thin: int = 1,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -386,6 +386,9 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         draws so far, for the rest of warm-up and the kept draws (``info["parametrization"]``
         and ``info["pooled_metric"]["centring_weights"]``; see
         :func:`il2pkpd.inference.samplers.centring_weights`).
+    thin : int
+        NUTS transitions per kept draw after warm-up (*samples* draws kept per chain from
+        ``samples * thin`` iterations; divergences counted over all of them).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -433,8 +436,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
         dense_mass=dense_mass, init=init, adapt_mass_matrix=adapt_mass_matrix,
         pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
-        adaptive_centring=adaptive_centring, chain_method=chain_method, draws=draws,
-        svi_steps=svi_steps, progress_bar=progress_bar,
+        adaptive_centring=adaptive_centring, thin=thin, chain_method=chain_method,
+        draws=draws, svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
         prior_draws=prior_draws)
     if getattr(model_obj, "path", None) is not None:
@@ -449,8 +452,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          dense_mass: str | bool = "auto", init: str = "median",
                          adapt_mass_matrix: bool | None = None, laplace=None,
                          pooled_metric: bool = False, stage1_parametrization=None,
-                         adaptive_centring: bool = False, chain_method: str | None = None,
-                         draws: int = 1000,
+                         adaptive_centring: bool = False, thin: int = 1,
+                         chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | str | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
@@ -477,7 +480,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                                is_ode=is_ode, map_result=mres,
                                adapt_mass_matrix=adapt_mass_matrix, laplace=laplace,
                                pooled_metric=pooled_metric, stage1_model=pm1,
-                               adaptive_centring=adaptive_centring)
+                               adaptive_centring=adaptive_centring, thin=thin)
         if ninfo["parametrization"] != pm.spec.parametrization_value():
             # adaptive centring: the draws are those of the parametrization it chose
             pm = reparametrized(pm, ninfo["parametrization"])

@@ -99,9 +99,15 @@ class ProgressLog:
         with self._lock:
             self._f_last = 0.0
 
-    def report(self, i) -> None:
-        """Host callback: chain(s) at iteration(s) *i*, each a mark of :attr:`marks`."""
+    def report(self, i, prev=None) -> None:
+        """Host callback: chain(s) at iteration(s) *i*, each a mark of :attr:`marks`; or, with
+        *prev* (the iterations before the transition that ended at *i*: thinned draws make
+        several at once), every mark in ``(prev, i]``."""
         its = np.atleast_1d(np.asarray(i)).astype(int).tolist()
+        if prev is not None:
+            before = np.atleast_1d(np.asarray(prev)).astype(int).tolist()
+            its = [m for lo, hi in zip(before, its, strict=True)
+                   for m in self.marks if lo < m <= hi]
         with self._lock:      # written under the lock too: whole lines, in order
             for it in its:
                 n = self._counts.get(it, 0) + 1
@@ -148,21 +154,51 @@ def progress_mode(progress_bar) -> bool | str:
 
 class _LoggedNUTS(NUTS):
     """NUTS whose chains report to a :class:`ProgressLog` at its marks (*offset*: iterations
-    of the run's earlier stages)."""
+    of the run's earlier stages; *progress* None: no reports), and which, with *thin* > 1,
+    makes *thin* transitions per kept draw after warm-up (one per warm-up iteration). A kept
+    draw's ``diverging`` then says whether any transition since the previous kept draw
+    diverged, and its ``num_steps`` counts all their leapfrog steps, so divergence warnings
+    and cost per draw cover every transition, not only the kept ones (Stan's ``thin`` reports
+    the kept iterations only)."""
 
-    def __init__(self, model=None, *, progress: ProgressLog, offset: int = 0, **kwargs):
+    def __init__(self, model=None, *, progress: ProgressLog | None = None, offset: int = 0,
+                 thin: int = 1, **kwargs):
         super().__init__(model, **kwargs)
         self._progress = progress
         self._offset = int(offset)
+        self._thin = int(thin)
+        self._warmup = 0
+
+    def init(self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None):
+        self._warmup = int(num_warmup)
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        return super().init(rng_key, num_warmup, init_params, model_args, model_kwargs)
 
     def sample(self, state, model_args, model_kwargs):
-        state = super().sample(state, model_args, model_kwargs)
+        start_i = state.i
+        if self._thin == 1:
+            state = super().sample(state, model_args, model_kwargs)
+        else:
+            def body(_, carry):
+                s, div, steps = carry
+                s = NUTS.sample(self, s, model_args, model_kwargs)
+                return s, div | s.diverging, steps + s.num_steps
+
+            n = jnp.where(jnp.all(state.i < self._warmup), 1, self._thin)
+            zero = jnp.zeros_like(state.num_steps)
+            state, div, steps = jax.lax.fori_loop(
+                0, n, body, (state, jnp.zeros_like(state.diverging), zero))
+            state = state._replace(diverging=div, num_steps=steps)
+        if self._progress is None:
+            return state
         # (chains,) when the chains are vectorized (they move in step)
         i = jnp.atleast_1d(state.i) + self._offset
+        i0 = jnp.atleast_1d(start_i) + self._offset
         log = self._progress
-        jax.lax.cond((i[0] % log.every == 0) | (i[0] == log.total),
-                     lambda ii: jax.debug.callback(log.report, ii),
-                     lambda ii: None, i)
+        crossed = (i[0] // log.every > i0[0] // log.every) | ((i[0] >= log.total)
+                                                             & (i0[0] < log.total))
+        jax.lax.cond(crossed, lambda a, b: jax.debug.callback(log.report, a, b),
+                     lambda a, b: None, i, i0)
         return state
 
 
@@ -908,7 +944,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
              adapt_mass_matrix: bool | None = None,
              laplace: LaplaceStart | None = None,
              pooled_metric: bool = False, stage1_model=None,
-             adaptive_centring: bool = False) -> tuple[MCMC, dict]:
+             adaptive_centring: bool = False, thin: int = 1) -> tuple[MCMC, dict]:
     """Run NUTS.
 
     Parameters
@@ -988,6 +1024,11 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         (:func:`centring_weights`, rounded to 0.01; 1: centred, 0: non-centred), whatever
         *pm*'s own parametrization (stage 1 runs in it, or in *stage1_model*). The kept
         draws are then those of ``reparametrized(pm, info["parametrization"])``.
+    thin : int
+        Transitions per kept draw after warm-up: *samples* draws are kept per chain from
+        ``samples * thin`` iterations. Each kept draw's ``diverging`` and ``num_steps`` cover
+        all its transitions (see :class:`_LoggedNUTS`). For a slowly mixing parameter whose
+        ESS, not the wall time, limits R-hat (see benchmarks/bench_fit_iv2cmt.py).
 
     Returns
     -------
@@ -1006,7 +1047,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if not 0 < target_accept < 1:
         raise OptionError(f"target_accept must lie between 0 and 1, got {target_accept}.")
     for name, v, lo in (("chains", chains, 1), ("warmup", warmup, 0), ("samples", samples, 1),
-                        ("max_tree_depth", max_tree_depth, 1)):
+                        ("max_tree_depth", max_tree_depth, 1), ("thin", thin, 1)):
         if int(v) != v or v < lo:
             raise OptionError(f"{name} must be an integer >= {lo}, got {v}.")
     if pooled_metric and warmup < POOLED_MIN_WARMUP:
@@ -1020,7 +1061,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         pm = stage1_model           # until the end of stage 1
     method = choose_chain_method(chains, chain_method, _uses_diffrax(pm, is_ode))
     progress_bar = progress_mode(progress_bar)
-    progress = ProgressLog(chains, warmup, samples) if progress_bar == "log" else None
+    progress = ProgressLog(chains, warmup, samples * thin) if progress_bar == "log" else None
     progress_bar = progress_bar is True
     dense = _dense_arg(pm, dense_mass)
     start = None
@@ -1050,8 +1091,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     def make_kernel(metric, offset=0, model=pm, dense=dense):
         opts = dict(target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
                     dense_mass=dense, init_strategy=init_to_median(num_samples=15), **metric)
-        if progress is not None:
-            return _LoggedNUTS(model, progress=progress, offset=offset, **opts)
+        if progress is not None or thin > 1:
+            return _LoggedNUTS(model, progress=progress, offset=offset, thin=thin, **opts)
         return NUTS(model, **opts)
 
     def metric_kind(metric):
@@ -1127,7 +1168,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
              extra_fields=("diverging", "energy", "num_steps"))
     jax.block_until_ready(mcmc.get_samples())
     out = {"chain_method": method, "seconds": time.perf_counter() - t0,
-           "map_seconds": map_seconds,
+           "map_seconds": map_seconds, "thin": int(thin),
            "adapt_mass_matrix": metric.get("adapt_mass_matrix", True),
            "metric": "pooled" if pool_info is not None else metric_kind(metric),
            "parametrization": pm_final.spec.parametrization_value(),
