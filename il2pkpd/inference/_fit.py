@@ -388,7 +388,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         :func:`il2pkpd.inference.samplers.centring_weights`).
     thin : int
         NUTS transitions per kept draw after warm-up (*samples* draws kept per chain from
-        ``samples * thin`` iterations; divergences counted over all of them).
+        ``samples * thin`` iterations; divergences counted over all of them, other sampler
+        statistics those of the kept transitions).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :

@@ -157,9 +157,10 @@ class _LoggedNUTS(NUTS):
     of the run's earlier stages; *progress* None: no reports), and which, with *thin* > 1,
     makes *thin* transitions per kept draw after warm-up (one per warm-up iteration). A kept
     draw's ``diverging`` then says whether any transition since the previous kept draw
-    diverged, and its ``num_steps`` counts all their leapfrog steps, so divergence warnings
-    and cost per draw cover every transition, not only the kept ones (Stan's ``thin`` reports
-    the kept iterations only)."""
+    diverged, so divergence counts and warnings cover every transition, not only the kept
+    ones (Stan's ``thin`` reports the kept iterations only). Its other statistics
+    (``num_steps``, ``energy``, ``accept_prob``) are those of its own transition, a sample
+    of one in *thin* (ArviZ derives the tree depth from ``num_steps``)."""
 
     def __init__(self, model=None, *, progress: ProgressLog | None = None, offset: int = 0,
                  thin: int = 1, **kwargs):
@@ -180,15 +181,14 @@ class _LoggedNUTS(NUTS):
             state = super().sample(state, model_args, model_kwargs)
         else:
             def body(_, carry):
-                s, div, steps = carry
+                s, div = carry
                 s = NUTS.sample(self, s, model_args, model_kwargs)
-                return s, div | s.diverging, steps + s.num_steps
+                return s, div | s.diverging
 
             n = jnp.where(jnp.all(state.i < self._warmup), 1, self._thin)
-            zero = jnp.zeros_like(state.num_steps)
-            state, div, steps = jax.lax.fori_loop(
-                0, n, body, (state, jnp.zeros_like(state.diverging), zero))
-            state = state._replace(diverging=div, num_steps=steps)
+            state, div = jax.lax.fori_loop(0, n, body,
+                                           (state, jnp.zeros_like(state.diverging)))
+            state = state._replace(diverging=div)
         if self._progress is None:
             return state
         # (chains,) when the chains are vectorized (they move in step)
@@ -1026,9 +1026,10 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         draws are then those of ``reparametrized(pm, info["parametrization"])``.
     thin : int
         Transitions per kept draw after warm-up: *samples* draws are kept per chain from
-        ``samples * thin`` iterations. Each kept draw's ``diverging`` and ``num_steps`` cover
-        all its transitions (see :class:`_LoggedNUTS`). For a slowly mixing parameter whose
-        ESS, not the wall time, limits R-hat (see benchmarks/bench_fit_iv2cmt.py).
+        ``samples * thin`` iterations. Each kept draw's ``diverging`` covers all the
+        transitions since the previous kept draw (see :class:`_LoggedNUTS`). For a slowly
+        mixing parameter whose ESS, not the wall time, limits R-hat (see
+        benchmarks/bench_fit_iv2cmt.py).
 
     Returns
     -------
