@@ -62,6 +62,23 @@ with ``(1 - s)^2`` from its eta-shrinkage, CL 0.89-0.91, V1 0.87-0.88, Q 0.33-0.
 either (on Friberg, where every parameter's shrinkage is 16-74%, the same mechanism did help:
 bench_fit_friberg.py).
 
+What did make R-hat reliable: more iterations per kept draw. ``--thin k`` keeps the 1,000
+draws per chain from 1,000 x k iterations after warm-up (the wall time has room: 22-36 s of
+the 120 s goal). Seeds 1-8 each, one after another on the same day
+(``--no-stan --compile-cache --thin k --seed s``; benchmarks/reference/
+bench_fit_iv2cmt_thin_sweep.json):
+
+    thin  runs above R-hat 1.01  max R-hat  min bulk ESS (omega_Q)  wall        ESS/s
+    1     3 of 8                 1.0192     299-484                 22-36 s     11-22
+    2     0 of 8                 1.0098     565-799                 26-43 s     13-29
+    3     0 of 8                 1.0091     898-1,163               31-36 s *   15-33
+
+(* 61 s for the first thin-3 run, which compiled its sampler anew.) ESS/s rises with k
+because compilation and warm-up are paid once. Why ESS decides: for a stationary chain the
+split R-hat of a parameter with bulk ESS n (4,000 draws in 8 half-chains) is about
+1 + (4 X / n - 0.001), X a chi-square with 7 degrees of freedom over 7; above 1.01 with
+probability about 0.36 at n = 400 (omega_Q's ESS unthinned), 0.01 at n = 1,000.
+
 PyStan comes from the optional dependency group: ``pip install -e '.[stan]'``.
 Writes benchmarks/results/bench_fit_iv2cmt.json.
 """

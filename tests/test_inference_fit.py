@@ -144,7 +144,7 @@ def test_diagnostic_warnings_name_the_problem():
                             "ess_bulk": [50.0, 2000.0], "ess_tail": [900.0, 2000.0]})
     msgs = diagnostics_warnings(summary, divergences=3, n_draws=4000, method="nuts")
     assert any("3 divergent" in m for m in msgs)
-    assert any("R-hat" in m and "CL" in m and "V," not in m for m in msgs)
+    assert any("R-hat" in m and "CL" in m and "V," not in m and "--thin" in m for m in msgs)
     assert any("effective sample size" in m and "CL" in m for m in msgs)
     assert diagnostics_warnings(summary, 0, 4000, "map") == []
 

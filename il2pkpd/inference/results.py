@@ -100,13 +100,15 @@ def diagnostics_warnings(summary: pd.DataFrame, divergences: int, n_draws: int,
     bad = summary[summary["r_hat"] > RHAT_LIMIT]
     if len(bad):
         msgs.append(f"R-hat above {RHAT_LIMIT} for {', '.join(bad['parameter'])} (max "
-                    f"{bad['r_hat'].max():.3f}): chains disagree; run longer or check the model.")
+                    f"{bad['r_hat'].max():.3f}): chains disagree; run longer (more --samples, "
+                    "or --thin k: the same draws kept from k times the iterations) or check "
+                    "the model.")
     ess_min = min(ESS_MIN, 0.5 * n_draws)
     low = summary[(summary["ess_bulk"] < ess_min) | (summary["ess_tail"] < ess_min)]
     if len(low):
         msgs.append(f"low effective sample size (< {ess_min:.0f}) for "
                     f"{', '.join(low['parameter'])}: estimates and intervals are imprecise; "
-                    "draw more samples.")
+                    "draw more samples (--samples, or --thin k).")
     return msgs
 
 
