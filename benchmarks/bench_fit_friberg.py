@@ -322,6 +322,9 @@ def main() -> int:
     ap.add_argument("--compile-cache", action="store_true",
                     help="keep XLA programs on disk between runs (as the CLI does)")
     ap.add_argument("--target-accept", type=float, default=0.8)
+    ap.add_argument("--pool-discard", type=float, default=None,
+                    help="share of stage 1's draws left out of the pooled metric "
+                         "(samplers.POOL_DISCARD, 0.5)")
     ap.add_argument("--solver", default="tsit5", help="diffrax solver (--ode-method ode)")
     ap.add_argument("--rtol", type=float, default=None,
                     help="default 1e-3 (rodas) or 1e-5 (ode)")
@@ -355,6 +358,10 @@ def main() -> int:
         return 0
 
     data = args.data_dir / "friberg_multiple_dose.csv"
+    if args.pool_discard is not None:
+        from il2pkpd.inference import samplers
+
+        samplers.POOL_DISCARD = args.pool_discard
     if args.compile_cache:
         from il2pkpd._config import enable_compilation_cache
 

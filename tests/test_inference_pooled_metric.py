@@ -123,9 +123,15 @@ def centred_pm():
     return simulate(pm, TRUE, seed=11)
 
 
-@pytest.mark.parametrize("init,dense_mass", [("laplace", "auto"), ("median", "population")])
-def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_mass):
+@pytest.mark.parametrize("init,dense_mass,discard", [("laplace", "auto", 0.5),
+                                                     ("median", "population", 0.5),
+                                                     ("median", "population", 0.2)])
+def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_mass, discard):
+    """discard: samplers.POOL_DISCARD, the share of stage 1's draws left out (default 0.5;
+    bench_fit_friberg.py --pool-discard)."""
     seen = {}
+    skip = int(discard * 30)
+    monkeypatch.setattr(samplers, "POOL_DISCARD", discard)
 
     def spy(draws):
         seen["draws"] = np.asarray(draws)
@@ -140,7 +146,8 @@ def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_m
     pool = info["pooled_metric"]
     assert info["metric"] == "pooled" and info["adapt_mass_matrix"] is False
     assert pool["warmup_stage1"] == 30 and pool["warmup_stage2"] == 30
-    assert seen["draws"].shape[:2] == (2, 15) and pool["draws_pooled"] == 30
+    assert seen["draws"].shape[:2] == (2, 30 - skip)
+    assert pool["draws_pooled"] == 2 * (30 - skip)
     sizes = {k: int(np.prod(np.shape(v)[1:])) for k, v in mcmc.last_state.z.items()}
     assert seen["draws"].shape[2] == sum(sizes.values())
     want = _cut_metric(seen["out"][0], sizes, _dense_arg(pm, dense_mass))
@@ -151,7 +158,7 @@ def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_m
             np.testing.assert_allclose(np.asarray(got[k])[c], np.asarray(want[k]), rtol=1e-12)
     if init == "median":
         # stage 1 again by hand: its constrained draws, unconstrained by NumPyro's transforms
-        # and flattened by ravel_pytree; the pooled ones are the second half of each chain
+        # and flattened by ravel_pytree; the pooled ones are each chain's last 30 - skip
         import jax
         from jax.flatten_util import ravel_pytree
         from numpyro.infer import MCMC, NUTS, init_to_median
@@ -166,7 +173,7 @@ def test_nuts_ends_with_the_pooled_metric(centred_pm, monkeypatch, init, dense_m
         post = ref.get_samples(group_by_chain=True)
         flat = np.array([[np.asarray(ravel_pytree(unconstrain_fn(
             pm, (), {"obs": pm.observed}, {k: post[k][c, i] for k in sizes}))[0])
-            for i in range(15, 30)] for c in range(2)])
+            for i in range(skip, 30)] for c in range(2)])
         np.testing.assert_allclose(seen["draws"], flat, rtol=1e-8, atol=1e-10)
 
 

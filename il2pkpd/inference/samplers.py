@@ -40,6 +40,9 @@ DENSE_FULL_MAX_DIM = 200
 LAPLACE_MAX_DIM = 1000
 #: Share of the warm-up iterations run before the pooled metric is formed (``pooled_metric``).
 POOL_FRACTION = 0.5
+#: Share of stage 1's draws (per chain, the first ones) left out of the pooled covariance and
+#: the adaptive centring weights (``pooled_metric``).
+POOL_DISCARD = 0.5
 #: Fewest warm-up iterations allowed with ``pooled_metric``.
 POOLED_MIN_WARMUP = 40
 #: Progress lines a NUTS run writes with ``progress_bar="log"`` (one per 1/20 of the run).
@@ -998,13 +1001,14 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         A Laplace start already computed (``init="laplace"``).
     pooled_metric : bool
         Cross-chain warm-up: the first :data:`POOL_FRACTION` of the warm-up iterations run on
-        the metric above; the second half of their draws, pooled over all chains, gives a
-        covariance (correlations shrunk by :func:`pooled_covariance`) cut to *dense_mass*'s
-        structure, which then replaces the stage-1 metric and is kept while the rest of warm-up
-        adapts the step size again from where each chain stopped (NumPyro's dual averaging,
-        restarted at its usual window ends). The chains' total warm-up stays *warmup*.
-        Meant for dense metrics, which one chain's windows of 25-200 draws (NumPyro's
-        per-chain adaptation) estimate poorly. On the 164-dimensional Friberg benchmark three
+        the metric above; their draws after the first :data:`POOL_DISCARD` (half), pooled
+        over all chains, give a covariance (correlations shrunk by :func:`pooled_covariance`)
+        cut to *dense_mass*'s structure, which then replaces the stage-1 metric and is kept
+        while the rest of warm-up adapts the step size again from where each chain stopped
+        (NumPyro's dual averaging, restarted at its usual window ends). The chains' total
+        warm-up stays *warmup*. Meant for dense metrics, which one chain's windows of 25-200
+        draws (NumPyro's per-chain adaptation) estimate poorly. On the 164-dimensional
+        Friberg benchmark three
         of four chains then adapted step sizes of 0.06-0.09 against 0.02-0.05 with the
         Laplace metric; the fourth, in the posterior's tail, 0.019 (see
         benchmarks/bench_fit_friberg.py). Off by default.
@@ -1117,6 +1121,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         # stage 1: the first POOL_FRACTION of warm-up on the metric set up above, its draws
         # kept (unconstrained: no model replay per draw)
         w1 = int(round(POOL_FRACTION * warmup))
+        skip = min(w1 - 1, int(POOL_DISCARD * w1))
         key, k2 = jax.random.split(key)
         mcmc1 = MCMC(kernel, num_warmup=w1, num_samples=1, num_chains=chains,
                      chain_method=method, progress_bar=progress_bar,
@@ -1127,7 +1132,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         end = mcmc1.last_state.z
         stage1_par = weights = None
         if adaptive_centring and pm.spec.iiv:
-            weights, shrink = centring_weights(pm, {k: v[:, w1 // 2:] for k, v in draws.items()})
+            weights, shrink = centring_weights(pm, {k: v[:, skip:] for k, v in draws.items()})
             weights = {p: round(w, 2) for p, w in weights.items()}
             pm_final = reparametrized(pm_final, {"partial": weights})
         if pm_final is not pm:
@@ -1138,7 +1143,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
             stage1_par = pm.spec.parametrization_value()
             pm, dense = pm_final, _dense_arg(pm_final, dense_mass)
         sizes = {k: int(np.prod(np.shape(v)[2:])) for k, v in draws.items()}
-        flat = np.concatenate([np.asarray(draws[k]).reshape(chains, w1, -1)[:, w1 // 2:]
+        flat = np.concatenate([np.asarray(draws[k]).reshape(chains, w1, -1)[:, skip:]
                                for k in sorted(sizes)], axis=2)
         cov, lam, still = pooled_covariance(flat)
         steps1 = np.asarray(mcmc1.get_extra_fields(group_by_chain=True)["num_steps"])
