@@ -133,6 +133,27 @@ partial centring, R-hat was at most 1.01 in three (1.003-1.007; 1.012 in the fou
 ESS 591-1,020; the wall time was 1,116-1,322 s, under 20 min in the two runs on the faster
 machine (2.20-2.24 ms per leapfrog step). One run met both goals.
 
+``--pool-discard 0.2`` (``samplers.POOL_DISCARD``; default 0.5) pools the last 200 of each
+chain's 250 stage-1 draws instead of the last 125 (800 draws for the 164-dimensional
+covariance instead of 500; shrinkage intensity 0.16 instead of 0.22-0.24). With
+``--pooled-metric yes --adaptive-centring --pool-discard 0.2`` on 2026-11-30
+(benchmarks/reference/bench_fit_friberg_adaptive_discard02*.json):
+
+    seed  wall     ms per leapfrog step  min bulk ESS        max R-hat  divergences
+    1     1,093 s  2.15                  1,070 (omega_KA)    1.004      3
+    2     1,155 s  2.32                  752                 1.007      6
+    3     1,252 s  2.48                  539 (omega_MTT)     1.007      12
+
+Every chain still took about 127 leapfrog steps per draw (tree depth 7) at step sizes
+0.034-0.047, as with 0.5, so the wall time follows the machine's speed per step (about 1,110 s
+at 2.2 ms for seed 3). Seed 1 no longer had a slow chain (0.5: one chain at step size 0.028,
+146 steps per draw, R-hat 1.012), but seed 3's ESS fell (1,020 with 0.5); no clear gain, so
+the default stays. Over the seven full runs with a centred stage 1 and partial centring
+(oracle weights once, adaptive six times), R-hat was at most 1.01 in six, and the wall time
+was under 20 minutes in the four at 2.15-2.32 ms per leapfrog step (1,093-1,193 s) and over it
+in the three at 2.48-2.60 ms (1,252-1,322 s). Both goals together: three runs (1,093, 1,116 and
+1,155 s).
+
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
 move together to KA about 0.3/h, V1 about 20 L, Q about 7 L/h and V2 about 70 L (bulk: 0.8/h,
