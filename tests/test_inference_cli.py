@@ -138,6 +138,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--method", "gibbs"], "--method"),
     (["--chains", "0"], "--chains"),
     (["--thin", "0"], "--thin"),
+    (["--method", "focei", "--thin", "2"], "--thin applies to --method nuts only"),
     (["--target-accept", "1.5"], "--target-accept"),
     (["--dense-mass", "sparse"], "--dense-mass"),
     (["--prior", "CL=lognormal(1.4)"], "--prior CL"),

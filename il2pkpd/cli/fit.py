@@ -114,6 +114,8 @@ def fit_command(
                           f"{', '.join(INIT_OPTIONS)}.")
     if pooled_metric and method != "nuts":
         raise OptionError(f"--pooled-metric applies to --method nuts only, not {method}.")
+    if thin != 1 and method != "nuts":
+        raise OptionError(f"--thin applies to --method nuts only, not {method}.")
     for name, on in (("--stage1-parametrization", stage1_parametrization is not None),
                      ("--adaptive-centring", adaptive_centring)):
         if on and not (method == "nuts" and pooled_metric):
