@@ -15,7 +15,7 @@ and the ratio. Stan gets the same model written by hand (closed-form two-compart
 and bolus superposition), with a diagonal metric (PyStan offers only that).
 
     .venv/bin/python benchmarks/bench_fit_iv2cmt.py [--data-dir ../shared/benchmarks]
-        [--chains 4] [--warmup 500] [--samples 1000] [--no-stan] [--compile-cache]
+        [--chains 4] [--warmup 500] [--samples 1000] [--thin 1] [--no-stan] [--compile-cache]
 
 Wall time and ESS/s of il2pkpd count everything (XLA compilation of the sampler, about 20-30 s
 of the total here, and the post-processing); the XLA compile time is printed and written
