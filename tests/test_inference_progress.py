@@ -8,11 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-from test_inference_fit import TRUE, simulate
-from test_inference_model import make_df
 
 from il2pkpd.errors import OptionError
-from il2pkpd.inference import prepare, samplers
+from il2pkpd.inference import samplers
 from il2pkpd.inference.samplers import ProgressLog
 
 
@@ -67,12 +65,6 @@ def test_reports_from_many_threads_give_every_line():
         t.join()
     assert len(lines) == 200 and _pct(lines[-1]) == 100
     assert "every chain past iteration 200" in lines[-1]
-
-
-@pytest.fixture(scope="module")
-def small_pm():
-    pm, *_ = prepare("one_cmt_iv", make_df(n=8), residual={"CP": "lognormal"})
-    return simulate(pm, TRUE, seed=3)
 
 
 @pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])

@@ -7,18 +7,10 @@ divergences of all the transitions in between.
 
 import numpy as np
 import pytest
-from test_inference_fit import TRUE, simulate
-from test_inference_model import make_df
 
 from il2pkpd.errors import OptionError
-from il2pkpd.inference import prepare, samplers
+from il2pkpd.inference import samplers
 from il2pkpd.inference.samplers import ProgressLog
-
-
-@pytest.fixture(scope="module")
-def small_pm():
-    pm, *_ = prepare("one_cmt_iv", make_df(n=8), residual={"CP": "lognormal"})
-    return simulate(pm, TRUE, seed=3)
 
 
 def _stats(mcmc):
