@@ -154,6 +154,15 @@ was under 20 minutes in the four at 2.15-2.32 ms per leapfrog step (1,093-1,193 
 in the three at 2.48-2.60 ms (1,252-1,322 s). Both goals together: three runs (1,093, 1,116 and
 1,155 s).
 
+A smaller tree for the draws (``--max-tree-depth 10,6``: warm-up depth 10, sampling depth 6,
+``run_nuts(max_tree_depth=(10, 6))``), since every draw stopped just past 63 steps: with
+``--pooled-metric yes --adaptive-centring``, seed 1, 2026-11-30
+(benchmarks/reference/bench_fit_friberg_depth6.json), 63 leapfrog steps per draw and 828 s
+wall on a slower machine (2.98 ms per leapfrog step), but min bulk ESS 174 (omega_V1; the IIV
+SDs 174-376), max R-hat 1.019, 5 divergences: 0.21 ESS/s against 0.43-0.98 in the seven runs
+above. The IIV SDs need the whole U-turn trajectory; halving it more than halved their ESS.
+Not kept.
+
 Why the tail is there (``--swap-report FIT_DIR`` on the saved centred fit of the short run): it is
 the absorption/distribution swap of oral two-compartment PK. In the tail all twelve subjects
 move together to KA about 0.3/h, V1 about 20 L, Q about 7 L/h and V2 about 70 L (bulk: 0.8/h,
@@ -194,7 +203,7 @@ and 127 leapfrog steps per iteration from the measured gradient).
         [--adapt-mass no|yes] [--laplace-metric hessian|mapped]
         [--pooled-metric no|yes] [--stage1-parametrization centred|...]
         [--adaptive-centring]
-        [--chain-method parallel|sequential|vectorized]
+        [--chain-method parallel|sequential|vectorized] [--max-tree-depth N|W,S]
         [--compile-cache] [--solver tsit5] [--checkpoints N] [--max-steps N]
 
 Writes benchmarks/results/bench_fit_friberg.json.
@@ -360,7 +369,8 @@ def main() -> int:
     ap.add_argument("--chain-method", default="parallel",
                     help="parallel (default: one JAX CPU device per chain) | sequential | "
                          "vectorized")
-    ap.add_argument("--max-tree-depth", type=int, default=10)
+    ap.add_argument("--max-tree-depth", default="10",
+                    help="N, or W,S: at most N (warm-up W, sampling S) tree doublings")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_fit_friberg.json")
     ap.add_argument("--save-fit", type=Path, default=None,
                     help="also write the fit (posterior.nc, summary.csv, ...) to this folder")
@@ -472,7 +482,9 @@ def main() -> int:
               flush=True)
     fr = fit_population_model(pm, "nuts", chains=args.chains, warmup=args.warmup,
                               samples=args.samples, seed=args.seed,
-                              max_tree_depth=args.max_tree_depth, is_ode=True,
+                              max_tree_depth=tuple(int(d) for d in
+                                                   args.max_tree_depth.split(",")),
+                              is_ode=True,
                               init=args.init, laplace=lap,
                               adapt_mass_matrix=args.adapt_mass == "yes",
                               pooled_metric=args.pooled_metric == "yes",

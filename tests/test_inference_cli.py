@@ -82,15 +82,18 @@ def test_cli_mixed_parametrization(csv_path, tmp_path, capsys):
 
 def test_cli_stage1_parametrization(csv_path, tmp_path, capsys):
     """Warm-up's first half centred, then the mixed parametrization the fit asked for; the
-    draws thinned (30 kept of 60 iterations)."""
+    draws thinned (30 kept of 60 iterations), their trees at most 3 doublings deep."""
     out = tmp_path / "stage1"
     rc = main(["fit", str(csv_path), "--model", "one_cmt_iv", "--out", str(out), "--chains",
                "2", "--warmup", "60", "--samples", "30", "--residual", "CP=lognormal",
                "--parametrization", "centred=CL", "--pooled-metric", "--init", "laplace",
                "--stage1-parametrization", "centred", "--no-report", "--no-progress",
-               "--prior-draws", "0", "--pred-draws", "10", "--thin", "2"])
+               "--prior-draws", "0", "--pred-draws", "10", "--thin", "2",
+               "--max-tree-depth", "10,3"])
     assert rc == 0, capsys.readouterr().err
     info = json.loads((out / "fit.json").read_text())["info"]
+    assert info["max_tree_depth"] == [10, 3]     # warm-up 10, the kept draws at most 7 steps
+    assert int(az.from_netcdf(out / "posterior.nc")["sample_stats"]["n_steps"].max()) <= 7
     assert info["pooled_metric"]["stage1_parametrization"] == "centred"
     assert info["metric"] == "pooled" and "mixed (centred: CL" in info["spec"]
     assert info["thin"] == 2 and info["samples"] == 30
@@ -138,6 +141,9 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--method", "gibbs"], "--method"),
     (["--chains", "0"], "--chains"),
     (["--thin", "0"], "--thin"),
+    (["--max-tree-depth", "0"], "--max-tree-depth"),
+    (["--max-tree-depth", "10,6,2"], "--max-tree-depth"),
+    (["--max-tree-depth", "ten"], "--max-tree-depth"),
     (["--method", "focei", "--thin", "2"], "--thin applies to --method nuts only"),
     (["--target-accept", "1.5"], "--target-accept"),
     (["--dense-mass", "sparse"], "--dense-mass"),

@@ -556,3 +556,21 @@ def test_report_of_an_il2pkpd_inference_fit(tmp_path):
     assert "L/h" in text and "Dose records by route" in text
     for blob in IMG_RE.findall(text):
         _decode_png(base64.b64decode(blob))
+
+
+def test_a_pair_of_tree_depths_is_checked_at_the_sampling_depth(fit_dir, tmp_path):
+    """fit.json's max_tree_depth as (warm-up, sampling): the draws are checked against the
+    sampling depth (here from n_steps alone, 2**2 - 1 = 3 leapfrog steps)."""
+    def edit(dt):
+        st = dt["sample_stats"].to_dataset()
+        st = st.drop_vars([v for v in ("reached_max_tree_depth", "tree_depth") if v in st])
+        dt["sample_stats"] = xr.DataTree(st)
+        return dt
+
+    dst = _copy_fit(fit_dir, tmp_path / "pair", edit=edit)
+    meta = json.loads((dst / "fit.json").read_text())
+    meta["info"] = {"max_tree_depth": [10, 2]}
+    (dst / "fit.json").write_text(json.dumps(meta))
+    steps = load_fit_dir(dst).datatree["sample_stats"]["n_steps"].values
+    text = build_report(dst).read_text(encoding="utf-8")
+    assert f"{int((steps >= 3).sum())} of {steps.size} at depth 2" in text

@@ -23,6 +23,17 @@ _POOLED_MIN_WARMUP = 40     # il2pkpd.inference.samplers.POOLED_MIN_WARMUP (not 
 #                             the CLI starts before JAX); tests check that they agree
 
 
+def _tree_depths(text: str):
+    """``--max-tree-depth`` N or W,S as samplers.tree_depths takes it (exit 2 otherwise)."""
+    from il2pkpd.inference.samplers import tree_depths
+
+    try:
+        return tree_depths([int(v) for v in text.split(",")])
+    except (ValueError, OptionError):
+        raise OptionError(f"--max-tree-depth must be an integer from 1 to 30 (N), or two of "
+                          f"them (W,S: warm-up, sampling), got {text!r}.") from None
+
+
 def fit_command(
     data: Path = typer.Argument(..., help="NONMEM-style CSV dataset."),
     model: str = typer.Option(..., "--model", "-m",
@@ -38,7 +49,8 @@ def fit_command(
                                      "over all)."),
     seed: int = typer.Option(0, help="Random seed."),
     target_accept: float = typer.Option(0.8, help="NUTS target acceptance probability."),
-    max_tree_depth: int = typer.Option(10, help="NUTS maximum tree depth."),
+    max_tree_depth: str = typer.Option("10", help="NUTS maximum tree depth: N, or W,S (warm-up "
+                                                  "W, sampling S, e.g. 10,6)."),
     dense_mass: str = typer.Option("auto",
                                    help="NUTS mass matrix: auto | full | population | diagonal."),
     init: str = typer.Option("median", help="NUTS start: median (prior medians) | map | "
@@ -99,11 +111,12 @@ def fit_command(
         raise OptionError(f"--method {method!r} is not allowed; use one of {', '.join(METHODS)}.")
     for name, v, lo in (("--chains", chains, 1), ("--warmup", warmup, 0),
                         ("--samples", samples, 1), ("--draws", draws, 1),
-                        ("--max-tree-depth", max_tree_depth, 1), ("--thin", thin, 1),
+                        ("--thin", thin, 1),
                         ("--pred-draws", pred_draws, 0),
                         ("--prior-draws", prior_draws, 0)):
         if v < lo:
             raise OptionError(f"{name} must be at least {lo}, got {v}.")
+    depths = _tree_depths(max_tree_depth)
     if not 0 < target_accept < 1:
         raise OptionError(f"--target-accept must lie between 0 and 1, got {target_accept}.")
     if dense_mass not in DENSE_OPTIONS:
@@ -153,7 +166,7 @@ def fit_command(
     from il2pkpd.inference import fit
 
     result = fit(model, str(data), method=method, chains=chains, warmup=warmup, samples=samples,
-                 seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
+                 seed=seed, target_accept=target_accept, max_tree_depth=depths,
                  dense_mass=dense_mass, init=init,
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
                  pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,

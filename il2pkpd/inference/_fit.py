@@ -29,6 +29,7 @@ from il2pkpd.inference.samplers import (
     run_map,
     run_nuts,
     run_svi,
+    tree_depths,
 )
 from il2pkpd.inference.spec import PopulationSpec, build_spec
 
@@ -198,10 +199,21 @@ def to_datatree(pm: PopulationModel, samples: dict, *, mcmc=None, seed: int = 0,
             n_chain, n_draw, -1)
     if mcmc is not None:
         repair_numpyro_submodules()  # arviz's lazy numpyro import can lose them
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dt = az.from_numpyro(mcmc, log_likelihood=True,
-                                 posterior_predictive=None if ppc is None else {"DV": ppc})
+        # arviz-base compares the tree depths with the kernel's max_tree_depth, which
+        # NumPyro allows to be a pair (warm-up, sampling) and arviz does not: the sampling
+        # depth is shown to it for the conversion
+        kernel = mcmc.sampler
+        depth = getattr(kernel, "_max_tree_depth", None)
+        try:
+            if isinstance(depth, tuple):
+                kernel._max_tree_depth = depth[-1]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dt = az.from_numpyro(mcmc, log_likelihood=True,
+                                     posterior_predictive=None if ppc is None else {"DV": ppc})
+        finally:
+            if isinstance(depth, tuple):
+                kernel._max_tree_depth = depth
     else:
         ll = np.asarray(log_likelihood(pm, flat, obs=obs, batch_ndims=1)["DV"]).reshape(
             n_chain, n_draw, -1)
@@ -325,7 +337,8 @@ def _toml(value) -> str:
 
 
 def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500,
-        samples: int = 1000, seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
+        samples: int = 1000, seed: int = 0, target_accept: float = 0.8,
+        max_tree_depth: int | tuple[int, int] = 10,
         dense_mass: str | bool = "auto", init: str = "median",
         adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
         stage1_parametrization=None, adaptive_centring: bool = False, thin: int = 1,
@@ -360,8 +373,10 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         Random seed.
     target_accept : float
         NUTS target acceptance probability.
-    max_tree_depth : int
-        NUTS maximum tree depth.
+    max_tree_depth : int or (int, int)
+        NUTS maximum tree depth, or a pair (warm-up, sampling): a smaller sampling depth
+        caps the leapfrog steps per draw (2**depth - 1) where the U-turn comes just past a
+        doubling (see benchmarks/bench_fit_friberg.py).
     dense_mass : {"auto", "full", "population", "diagonal"}
         NUTS mass matrix (see :func:`il2pkpd.inference.samplers.run_nuts`).
     init : {"median", "map", "laplace"}
@@ -449,7 +464,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
 def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_name: str = "?",
                          data_label: str = "", is_ode: bool = False, chains: int = 4,
                          warmup: int = 500, samples: int = 1000, seed: int = 0,
-                         target_accept: float = 0.8, max_tree_depth: int = 10,
+                         target_accept: float = 0.8,
+                         max_tree_depth: int | tuple[int, int] = 10,
                          dense_mass: str | bool = "auto", init: str = "median",
                          adapt_mass_matrix: bool | None = None, laplace=None,
                          pooled_metric: bool = False, stage1_parametrization=None,
@@ -488,7 +504,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
             info["spec"] = pm.spec.describe()
         info.update(ninfo)
         info.update({"chains": chains, "warmup": warmup, "samples": samples,
-                     "target_accept": target_accept, "max_tree_depth": max_tree_depth,
+                     "target_accept": target_accept, "max_tree_depth": tree_depths(max_tree_depth),
                      "dense_mass": str(dense_mass), "init": init})
         draws_by_chain = mcmc.get_samples(group_by_chain=True)
         div = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])

@@ -28,7 +28,7 @@ from il2pkpd.errors import OptionError
 __all__ = ["MapResult", "LaplaceStart", "run_map", "run_laplace", "run_svi", "run_nuts",
            "laplace_start", "sites_from_noncentred", "sites_to_noncentred", "noncentred_twin",
            "reparametrized", "parametrization_map", "centring_weights", "choose_chain_method",
-           "DENSE_OPTIONS", "INIT_OPTIONS"]
+           "tree_depths", "DENSE_OPTIONS", "INIT_OPTIONS"]
 
 DENSE_OPTIONS = ("auto", "full", "population", "diagonal")
 INIT_OPTIONS = ("median", "map", "laplace")
@@ -857,6 +857,21 @@ def laplace_start(pm, obs, *, seed: int = 0, hessian_floor: float = 1.0,
     return LaplaceStart(unconstrained=unc, inverse_mass_matrix=0.5 * (inv + inv.T), info=info)
 
 
+def tree_depths(max_tree_depth) -> int | tuple[int, int]:
+    """*max_tree_depth* checked: one depth for warm-up and sampling, or a pair (warm-up,
+    sampling) as NumPyro's NUTS takes it; each an integer from 1 to 30."""
+    pair = (tuple(max_tree_depth) if isinstance(max_tree_depth, (tuple, list))
+            else (max_tree_depth,))
+    ok = len(pair) in (1, 2) and all(
+        not isinstance(d, bool) and isinstance(d, (int, np.integer, float)) and int(d) == d
+        and 1 <= d <= 30 for d in pair)
+    if not ok:
+        raise OptionError("max_tree_depth must be an integer from 1 to 30, or a pair of them "
+                          f"(warm-up, sampling), got {max_tree_depth!r}.")
+    depths = tuple(int(d) for d in pair)
+    return depths[0] if len(set(depths)) == 1 else depths
+
+
 def _site_index(sizes: dict) -> dict:
     """Positions of each site in the flat vector of *sizes* (site -> size) in sorted order,
     the order of JAX's ``ravel_pytree`` and of NumPyro's mass-matrix blocks."""
@@ -940,7 +955,8 @@ def pooled_covariance(draws) -> tuple[np.ndarray, float, int]:
 
 
 def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000,
-             target_accept: float = 0.8, max_tree_depth: int = 10, seed: int = 0,
+             target_accept: float = 0.8, max_tree_depth: int | tuple[int, int] = 10,
+             seed: int = 0,
              dense_mass: str | bool = "auto", init: str = "median",
              chain_method: str | None = None, progress_bar: bool | str | None = None,
              is_ode: bool = False, map_result: MapResult | None = None,
@@ -959,8 +975,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         Number of chains, warm-up iterations and kept draws per chain.
     target_accept : float
         Target acceptance probability of step-size adaptation (0 < a < 1).
-    max_tree_depth : int
-        Maximum tree depth (at most 2**depth leapfrog steps per draw).
+    max_tree_depth : int or (int, int)
+        Maximum tree depth (at most 2**depth - 1 leapfrog steps per iteration), or a pair
+        (warm-up, sampling) as NumPyro takes it.
     seed : int
     dense_mass : {"auto", "full", "population", "diagonal"}
         Mass matrix: dense over every latent dimension (``full``: it captures the ridge between
@@ -1052,9 +1069,10 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if not 0 < target_accept < 1:
         raise OptionError(f"target_accept must lie between 0 and 1, got {target_accept}.")
     for name, v, lo in (("chains", chains, 1), ("warmup", warmup, 0), ("samples", samples, 1),
-                        ("max_tree_depth", max_tree_depth, 1), ("thin", thin, 1)):
+                        ("thin", thin, 1)):
         if int(v) != v or v < lo:
             raise OptionError(f"{name} must be an integer >= {lo}, got {v}.")
+    max_tree_depth = tree_depths(max_tree_depth)
     if pooled_metric and warmup < POOLED_MIN_WARMUP:
         raise OptionError(f"pooled_metric needs at least {POOLED_MIN_WARMUP} warm-up "
                           f"iterations, got {warmup}.")

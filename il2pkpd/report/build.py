@@ -178,7 +178,9 @@ def _convergence_section(s: Section, fit: FitData, figs: _Figures, depth: int) -
     s.text(f"{n_warn} of {len(conv)} parameters flagged." if len(conv) else
            "No posterior variable to check.")
     s.table(conv, "R-hat and effective sample sizes")
-    meta_depth = int(fit.meta.get("max_tree_depth", depth))
+    meta_depth = fit.meta.get("max_tree_depth", depth)
+    # a pair is (warm-up, sampling) depths: the draws had the sampling one
+    meta_depth = int(meta_depth[-1] if isinstance(meta_depth, (list, tuple)) else meta_depth)
     s.table(dg.sampler_checks(fit, meta_depth), "Sampler diagnostics")
     chains = dg.chain_table(fit, meta_depth)
     if chains is not None:
