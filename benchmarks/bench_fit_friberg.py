@@ -6,7 +6,12 @@ subjects, 816 observations of drug concentration (CMT 2) and neutrophils (CMT 8)
 model, nine log-normal parameters with a full 9x9 IIV block, log-normal error on both outputs,
 the benchmark's reference priors (in models/friberg.toml).
 
-Defaults (the settings of the goal run):
+The goal (4 chains x (500 + 1,000) within 20 min, R-hat at most 1.01), best settings so far:
+``--pooled-metric yes --adaptive-centring --centring-weights subject`` (see "Per-subject
+centring weights" below): 661-836 s wall in seeds 1-3, max R-hat 1.009 and 1.005 in seeds 1
+and 2, 1.063 (omega_Q) in seed 3.
+
+Defaults:
 
 - the engine's batched Rodas4 path (``--ode-method rodas``): sparse unrolled LU from the
   Jacobian's structural pattern, gradients by a discrete adjoint (``--gradient adjoint``; about
@@ -154,6 +159,41 @@ was under 20 minutes in the four at 2.15-2.32 ms per leapfrog step (1,093-1,193 
 in the three at 2.48-2.60 ms (1,252-1,322 s). Both goals together: three runs (1,093, 1,116 and
 1,155 s).
 
+**Per-subject centring weights** (``--adaptive-centring --centring-weights subject``,
+``run_nuts(adaptive_centring="subject")``). Why every draw took 127 leapfrog steps: at 16
+draws of a 4 x (500 + 150) run with one weight per parameter, the Hessian of the potential in
+the metric's whitened coordinates had one eigenvalue of 207-1,012 (the next 80-306), a
+leapfrog stability limit 2 / sqrt(eigenvalue) of 0.06-0.14 for the adapted step sizes of
+0.035-0.038. Its direction was subject 10's individual MTT (with GAMMA): the typical MTT,
+subject 10's z_MTT and the L_omega entries that carry its other random effects into it.
+Subject 10 has the deepest nadir (0.68/nL from 16.1, 4%; the others 12-49%), which pins its
+MTT much more tightly than the others'. One weight per parameter (0.44 for MTT) leaves that
+subject's coordinate a curved function of the population parameters, which no fixed metric
+follows. With one weight per subject and parameter, ``1 - v_i / omega^2`` from subject i's
+eta variance in stage 1 (MTT: 0.83 for subject 10, 0.04-0.05 for subject 4, whose nadir is
+shallow), the chains adapted step sizes of 0.075-0.090 and every draw took 63 leapfrog steps
+(tree depth 6) instead of 127. Full runs, 2026-11-30
+(benchmarks/reference/bench_fit_friberg_subject_weights*.json; ms per leapfrog step as the
+script prints it, warm-up steps not counted):
+
+    seed  wall   ms per step  min bulk ESS       max R-hat  divergences  min tail ESS
+    1     661 s  2.65         838 (omega_MTT)    1.009      53           391 (omega_V1)
+    2     768 s  3.10         906                1.005      39           422
+    3     836 s  3.35         46 (omega_Q)       1.063      62           13
+
+The time goal held in every run, with 6-9 min to spare on machines slower than in the runs
+above (2.65-3.35 ms per step). R-hat held in two of three. Seeds 1-2: ESS per second 1.2-1.3,
+against 0.43-0.98 with one weight per parameter. Seed 3 failed on omega_Q (eta-shrinkage
+75%): ESS 46, R-hat 1.063, chain 2's median 0.17 against 0.13 in the others (Q 127, R-hat
+1.028; omega_V2 97, 1.035). Its Q weights (0-0.49, mean about 0.25) lie far above the
+per-parameter 0.07. The estimate ``1 - v_i / mean(omega^2)`` agrees with ``(1 - s)^2`` only
+when omega is known: here it came out larger for every parameter (CL 0.91-0.92 against
+0.70). So a funnel-prone parameter got too centred. Scaling the per-subject weights to the
+per-parameter mean, or keeping one weight where shrinkage is high, are the next things to try.
+Also, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12 with one weight per
+parameter): the larger step reaches further into the absorption/distribution swap described
+below (typical values swapped in 0.1-2.8% of a chain's draws against 0-0.6%).
+
 A smaller tree for the draws (``--max-tree-depth 10,6``: warm-up depth 10, sampling depth 6,
 ``run_nuts(max_tree_depth=(10, 6))``), since every draw stopped just past 63 steps: with
 ``--pooled-metric yes --adaptive-centring``, seed 1, 2026-11-30
@@ -202,7 +242,7 @@ and 127 leapfrog steps per iteration from the measured gradient).
         [--partial P=w,...]
         [--adapt-mass no|yes] [--laplace-metric hessian|mapped]
         [--pooled-metric no|yes] [--stage1-parametrization centred|...]
-        [--adaptive-centring]
+        [--adaptive-centring] [--centring-weights parameter|subject]
         [--chain-method parallel|sequential|vectorized] [--max-tree-depth N|W,S]
         [--compile-cache] [--solver tsit5] [--checkpoints N] [--max-steps N]
 
@@ -346,6 +386,9 @@ def main() -> int:
     ap.add_argument("--adaptive-centring", action="store_true",
                     help="with --pooled-metric yes: after stage 1, partially centre every IIV "
                          "parameter with weight (1 - s)^2 from its eta-shrinkage s in stage 1")
+    ap.add_argument("--centring-weights", choices=["parameter", "subject"], default="parameter",
+                    help="with --adaptive-centring: one weight per IIV parameter, or one per "
+                         "subject and parameter (1 - v_i / omega^2)")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
@@ -489,7 +532,8 @@ def main() -> int:
                               adapt_mass_matrix=args.adapt_mass == "yes",
                               pooled_metric=args.pooled_metric == "yes",
                               stage1_parametrization=args.stage1_parametrization,
-                              adaptive_centring=args.adaptive_centring,
+                              adaptive_centring=(args.centring_weights
+                                                 if args.adaptive_centring else False),
                               target_accept=args.target_accept,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)

@@ -105,7 +105,8 @@ def test_cli_stage1_parametrization(csv_path, tmp_path, capsys):
 def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up),
     started from the Laplace approximation with its metric kept through warm-up (pooled: for
-    the first half of it, then the metric from both chains' draws; with progress lines)."""
+    the first half of it, then the metric from both chains' draws, in the partial centring
+    with one weight per subject it chose; with progress lines)."""
     out = tmp_path / "nuts"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
@@ -113,7 +114,8 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
         [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
          "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
          "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL",
-         *(["--pooled-metric"] if pooled else ["--no-progress"]),
+         *(["--pooled-metric", "--adaptive-centring", "--centring-weights", "subject"]
+           if pooled else ["--no-progress"]),
          "--no-report", "--init", "laplace"],
         capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -135,6 +137,10 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     if pooled:
         assert info["pooled_metric"]["warmup_stage1"] == 75
         assert info["pooled_metric"]["draws_pooled"] == 2 * (75 - 37)
+        # one centring weight per subject, sampled with them
+        w = info["pooled_metric"]["centring_weights"]["CL"]
+        assert len(w) == len(pd.read_csv(csv_path)["ID"].unique())
+        assert info["parametrization"]["partial"]["CL"] == w
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -142,6 +148,10 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--chains", "0"], "--chains"),
     (["--thin", "0"], "--thin"),
     (["--max-tree-depth", "0"], "--max-tree-depth"),
+    (["--centring-weights", "subject"], "--centring-weights needs --adaptive-centring"),
+    (["--method", "nuts", "--pooled-metric", "--adaptive-centring", "--centring-weights",
+      "row"],
+     "--centring-weights"),
     (["--max-tree-depth", "10,6,2"], "--max-tree-depth"),
     (["--max-tree-depth", "ten"], "--max-tree-depth"),
     (["--method", "focei", "--thin", "2"], "--thin applies to --method nuts only"),

@@ -105,11 +105,12 @@ def _l_terms(pm, point):
 
 
 def _log_jacobian(pm, om):
-    """log |d phi / d (sampled coordinates)| of one subject, from Omega (model order): the
-    members of each block are taken centred first, then non-centred, then partially centred
-    (each group in model order); a non-centred member k contributes log s_k and a partially
-    centred one (1 - w_k) log s_k, s_k^2 being its variance given the members before it (a
-    Schur complement of Omega)."""
+    """log |d phi / d (sampled coordinates)| summed over subjects, from Omega (model order):
+    the members of each block are taken centred first, then non-centred, then partially
+    centred (each group in model order); a non-centred member k contributes log s_k per
+    subject and a partially centred one (1 - w_k) log s_k (per-subject weights: the sum of
+    1 - w_ik), s_k^2 being its variance given the members before it (a Schur complement of
+    Omega)."""
     iiv = list(pm.spec.iiv)
     c = set(pm.spec.centred_parameters)
     pw = pm.spec.partial_weights
@@ -125,7 +126,8 @@ def _log_jacobian(pm, om):
             var = om[k, k]
             if prev:
                 var -= om[k, prev] @ np.linalg.solve(om[np.ix_(prev, prev)], om[prev, k])
-            total += (1.0 - pw.get(p, 0.0)) * 0.5 * np.log(var)
+            w = np.broadcast_to(np.asarray(pw.get(p, 0.0), float), (pm.n_subjects,))
+            total += np.sum(1.0 - w) * 0.5 * np.log(var)
     return total
 
 
@@ -141,6 +143,11 @@ CASES = [
     (POP4, {"centred": ["CL", "V1"], "partial": {"Q": 0.5, "V2": 0.3}}, {}),
     # partial in a 2x2 block after a non-centred member, and on a diagonal parameter
     ({"blocks": [["CL", "Q"]]}, {"partial": {"CL": 0.6, "V1": 0.4}},
+     {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
+    # one weight per subject (six subjects; 0 and 1 among them), next to a single weight
+    (POP4, {"centred": ["CL"], "partial": {"Q": [0.1, 0.9, 0.5, 0.0, 1.0, 0.3], "V2": 0.3}},
+     {}),
+    ({"blocks": [["CL", "Q"]]}, {"partial": {"CL": [0.6, 0.2, 0.95, 0.4, 0.7, 0.05]}},
      {"covariates": {"cl_wt": COVARIATES["cl_wt"]}}),
 ]
 
@@ -174,7 +181,7 @@ def test_mixed_log_density_is_centred_plus_log_jacobian(population, parametrizat
         np.testing.assert_allclose(lkj_m, lkj_c, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(_log_density(pm_m, point) - l_m,
                                    _log_density(pm_c, cpoint) - l_c
-                                   + pm_m.n_subjects * log_jac, rtol=1e-10, atol=1e-8)
+                                   + log_jac, rtol=1e-10, atol=1e-8)
         # the same individual parameters and the same correlations
         for p in iiv:
             np.testing.assert_allclose(vals_m[f"ind_{p}"], vals_c[f"ind_{p}"], rtol=1e-10)

@@ -49,6 +49,7 @@ def test_to_noncentred_keeps_the_individual_parameters(population, parametrizati
     ("centred", {"partial": {"CL": 0.7, "V1": 0.3, "Q": 0.1, "V2": 0.5}}),
     ({"centred": ["CL"], "partial": {"Q": 0.5}}, "noncentred"),
     ("noncentred", "centred"),
+    ("centred", {"partial": {"CL": [0.9, 0.1, 0.5, 1.0, 0.0, 0.7], "V1": 0.3}}),
 ])
 def test_parametrization_map_is_exact_and_invertible(src, dst):
     pm_src = _pm(src)
@@ -216,3 +217,66 @@ def test_adaptive_centring_without_iiv_changes_nothing():
     assert info["pooled_metric"]["centring_weights"] is None
     assert info["parametrization"] == pm.spec.parametrization_value()
     assert set(mcmc.get_samples()) >= {"CL", "V"}
+
+
+def test_per_subject_centring_weights_are_one_minus_variance_over_omega_squared(partial_pm):
+    """The reference: each subject's eta variance over the draws (computed by hand from the
+    individual parameters and typical values) over the draws' mean omega^2."""
+    from numpyro.infer.util import constrain_fn
+
+    pm = reparametrized(partial_pm, "centred")
+    rng = np.random.default_rng(1)
+    base = _unconstrained(pm, _random_point(pm, 4))
+    draws = {k: np.asarray(v)[None, None] + 0.1 * rng.standard_normal((2, 30, *np.shape(v)))
+             for k, v in base.items()}
+    weights, shrink = samplers.centring_weights(pm, draws, per_subject=True)
+    plain, _ = samplers.centring_weights(pm, draws)
+    for p in pm.spec.iiv:
+        eta, om2 = [], []
+        for c in range(2):
+            for i in range(30):
+                u = {k: v[c, i] for k, v in draws.items()}
+                con = constrain_fn(pm, (), {"obs": pm.observed}, u, return_deterministic=True)
+                eta.append(np.log(con[f"ind_{p}"]) - np.log(con[p]))
+                om2.append(float(con[f"omega_{p}"]) ** 2)
+        ref = np.clip(1.0 - np.var(np.array(eta), axis=0) / np.mean(om2), 0.0, 1.0)
+        assert isinstance(weights[p], tuple) and len(weights[p]) == pm.n_subjects
+        np.testing.assert_allclose(weights[p], ref, rtol=1e-8, atol=1e-12)
+        assert p in shrink and weights[p] != plain[p]
+
+
+def test_adaptive_centring_per_subject_samples_those_weights(partial_pm):
+    pm = reparametrized(partial_pm, "centred")
+    res = fit_population_model(pm, "nuts", chains=2, warmup=100, samples=150, seed=5,
+                               init="laplace", pooled_metric=True,
+                               adaptive_centring="subject", progress_bar=False,
+                               posterior_predictive=False, prior_draws=0)
+    w = res.info["pooled_metric"]["centring_weights"]
+    assert set(w) == {"CL", "V"}
+    for v in w.values():
+        assert len(v) == pm.n_subjects and all(0 <= x <= 1 and round(x, 2) == x for x in v)
+    par = res.info["parametrization"]
+    assert {p: tuple(v) for p, v in par["partial"].items()} == {p: tuple(v)
+                                                                for p, v in w.items()}
+    assert "per subject" in res.info["spec"]
+    post = res.datatree["posterior"]
+    assert all(post[f"z_{p}"].sizes["subject"] == pm.n_subjects for p in w)
+    s = res.summary.set_index("parameter")
+    for name in ("CL", "V"):
+        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
+
+
+def test_per_subject_weights_are_checked():
+    pm = _pm({"partial": {"Q": [0.5] * 6}})
+    assert pm.spec.partial_weights == {"Q": (0.5,) * 6}
+    assert "Q per subject 0.5-0.5" in pm.spec.describe()
+    with pytest.raises(OptionError, match="between 0"):
+        reparametrized(pm, {"partial": {"Q": [0.5, 1.5]}})
+    with pytest.raises(OptionError, match="between 0"):
+        reparametrized(pm, {"partial": {"Q": []}})
+    short = reparametrized(pm, {"partial": {"Q": [0.5] * 5}})
+    with pytest.raises(OptionError, match="5 per-subject centring weights for 6 subjects"):
+        _random_point(short, 0)
+    with pytest.raises(OptionError, match="adaptive_centring"):
+        samplers.run_nuts(pm, pm.observed, chains=1, warmup=60, samples=5,
+                          pooled_metric=True, adaptive_centring="everyone")

@@ -77,6 +77,11 @@ def fit_command(
         help="With --pooled-metric: after half the warm-up, partially centre every IIV "
              "parameter with weight (1 - s)^2 from its eta-shrinkage s so far, for the rest "
              "of the run (rich data: start it with --parametrization centred)."),
+    centring_weights: str = typer.Option(
+        "parameter", help="With --adaptive-centring: one weight per IIV parameter (parameter) "
+                          "or one per subject and parameter, 1 - v_i / omega^2 from the "
+                          "subject's eta variance (subject: subjects whose data differ in "
+                          "how much they say)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -133,6 +138,11 @@ def fit_command(
                      ("--adaptive-centring", adaptive_centring)):
         if on and not (method == "nuts" and pooled_metric):
             raise OptionError(f"{name} needs --method nuts and --pooled-metric.")
+    if centring_weights not in ("parameter", "subject"):
+        raise OptionError(f"--centring-weights {centring_weights!r} is not allowed; use "
+                          "parameter or subject.")
+    if centring_weights != "parameter" and not adaptive_centring:
+        raise OptionError("--centring-weights needs --adaptive-centring.")
     if method == "nuts" and pooled_metric and warmup < POOLED_MIN_WARMUP:
         raise OptionError(f"--pooled-metric needs --warmup {POOLED_MIN_WARMUP} or more, got "
                           f"{warmup}.")
@@ -170,7 +180,8 @@ def fit_command(
                  dense_mass=dense_mass, init=init,
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
                  pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
-                 adaptive_centring=adaptive_centring, thin=thin,
+                 adaptive_centring=centring_weights if adaptive_centring else False,
+                 thin=thin,
                  draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,

@@ -341,7 +341,7 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         max_tree_depth: int | tuple[int, int] = 10,
         dense_mass: str | bool = "auto", init: str = "median",
         adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
-        stage1_parametrization=None, adaptive_centring: bool = False, thin: int = 1,
+        stage1_parametrization=None, adaptive_centring: bool | str = False, thin: int = 1,
         chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
@@ -395,11 +395,13 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         ``parametrization``) the first half of warm-up runs in, its draws then carried
         exactly to the model's own, e.g. ``"centred"`` for a partially centred model (see
         *stage1_model* of :func:`il2pkpd.inference.samplers.run_nuts`).
-    adaptive_centring : bool
+    adaptive_centring : bool or {"parameter", "subject"}
         With *pooled_metric*: after the first half of warm-up, every IIV parameter is
         partially centred with the weight ``(1 - s)^2`` from its eta-shrinkage s in the
-        draws so far, for the rest of warm-up and the kept draws (``info["parametrization"]``
-        and ``info["pooled_metric"]["centring_weights"]``; see
+        draws so far (True, ``"parameter"``), or with one weight per subject, ``1 - v_i /
+        omega^2`` from subject i's eta variance v_i (``"subject"``), for the rest of warm-up
+        and the kept draws (``info["parametrization"]`` and
+        ``info["pooled_metric"]["centring_weights"]``; see
         :func:`il2pkpd.inference.samplers.centring_weights`).
     thin : int
         NUTS transitions per kept draw after warm-up (*samples* draws kept per chain from
@@ -469,7 +471,7 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          dense_mass: str | bool = "auto", init: str = "median",
                          adapt_mass_matrix: bool | None = None, laplace=None,
                          pooled_metric: bool = False, stage1_parametrization=None,
-                         adaptive_centring: bool = False, thin: int = 1,
+                         adaptive_centring: bool | str = False, thin: int = 1,
                          chain_method: str | None = None, draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | str | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,

@@ -29,7 +29,7 @@ import numpyro
 import numpyro.distributions as dist
 from jax.scipy.linalg import block_diag
 
-from il2pkpd.errors import DatasetError
+from il2pkpd.errors import DatasetError, OptionError
 from il2pkpd.inference.likelihood import ResidualError, RowGroups
 from il2pkpd.inference.spec import PopulationSpec
 
@@ -200,7 +200,10 @@ class PopulationModel:
                 # partially centred: u ~ N(lam mu, s^lam), eta = mu - loc + s^(1-lam) (u - lam mu)
                 # with mu, s the conditional mean and SD given the members before it
                 p = order[r]
-                lam = partial[p]
+                lam = jnp.asarray(partial[p])       # one weight, or one per subject
+                if lam.ndim and lam.shape != (n,):
+                    raise OptionError(f"parametrization partial {p}: {lam.size} per-subject "
+                                      f"centring weights for {n} subjects.")
                 loc_p = self._location(p, tv, terms)
                 shift = (jnp.concatenate(std, axis=1) @ st[r, :r] if r
                          else jnp.zeros((n,), dtype=loc_p.dtype))

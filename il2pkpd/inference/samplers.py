@@ -327,7 +327,8 @@ def run_map(pm, obs, *, seed: int = 0, max_iter: int = 2000, tol: float = 1e-6,
         c = info.postprocess_fn(unravel(x))
         # weight of log S_kk: 1 for non-centred members, 1 - w for partially centred ones
         weight = {p: 1.0 for p in z_names}
-        weight.update({p: 1.0 - w for p, w in pm.spec.partial_weights.items()})
+        # (per-subject weights: their mean, as the correction sums over subjects)
+        weight.update({p: 1.0 - float(np.mean(w)) for p, w in pm.spec.partial_weights.items()})
         total = sum(wt * jnp.log(c[f"omega_{p}"]) for p, wt in weight.items())
         for k, order in enumerate(orders):
             rows = [i for i, p in enumerate(order) if p in weight]
@@ -596,7 +597,7 @@ def sites_from_noncentred(pm, values: dict) -> dict:
                 if p in phi_names:
                     phi_cols[p] = _iiv_scale(spec.domain(p), values[f"ind_{p}"])
                 elif p in partial:
-                    a, sd = partial[p], st[jj, jj]
+                    a, sd = jnp.asarray(partial[p]), st[jj, jj]
                     m = _iiv_scale(spec.domain(p), values[f"ind_{p}"]) - sd * w[:, jj]
                     out[f"z_{p}"] = a * m + sd ** a * w[:, jj]
                 else:
@@ -629,7 +630,7 @@ def _random_effects_at(pm, values: dict):
     return eta, params
 
 
-def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
+def centring_weights(pm, draws: dict, per_subject: bool = False) -> tuple[dict, dict]:
     """Partial-centring weights of *pm*'s IIV parameters from posterior draws.
 
     Each parameter P gets ``(1 - s)^2``, s its eta-shrinkage
@@ -646,11 +647,19 @@ def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
     draws : dict
         Unconstrained draws of *pm*'s latent sites (NumPyro's sampling coordinates), with
         leading axes (chain, draw).
+    per_subject : bool
+        One weight per subject instead: ``1 - v_i / omega^2`` (clipped to [0, 1]), v_i the
+        variance of subject i's eta over the draws and omega^2 the mean of omega^2 over them,
+        the same normal-normal weight ``omega^2 / (omega^2 + V_i)`` with subject i's own data
+        variance V_i. Subjects differ in how much their data say (a deep nadir pins MTT);
+        one weight for all leaves the best-informed subjects' coordinates curved (on the
+        Friberg benchmark, one subject's MTT set the step size).
 
     Returns
     -------
     weights, shrinkage : dict
-        IIV parameter -> weight in [0, 1], and -> eta-shrinkage.
+        IIV parameter -> weight in [0, 1] (*per_subject*: a tuple of them, one per subject),
+        and -> eta-shrinkage.
     """
     from numpyro.infer.util import constrain_fn
 
@@ -674,6 +683,10 @@ def centring_weights(pm, draws: dict) -> tuple[dict, dict]:
         sh = float(np.clip(sh, 0.0, 1.0)) if np.isfinite(sh) else 1.0
         shrinkage[p] = sh
         weights[p] = centring_weight(sh)
+        if per_subject:
+            e = eta[..., j].reshape(-1, eta.shape[-2])             # (draws, subject)
+            w = 1.0 - e.var(axis=0) / np.mean(om[..., j] ** 2)
+            weights[p] = tuple(float(v) for v in np.clip(w, 0.0, 1.0))
     return weights, shrinkage
 
 
@@ -963,7 +976,7 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
              adapt_mass_matrix: bool | None = None,
              laplace: LaplaceStart | None = None,
              pooled_metric: bool = False, stage1_model=None,
-             adaptive_centring: bool = False, thin: int = 1) -> tuple[MCMC, dict]:
+             adaptive_centring: bool | str = False, thin: int = 1) -> tuple[MCMC, dict]:
     """Run NUTS.
 
     Parameters
@@ -1039,12 +1052,15 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         a poor metric: on the Friberg benchmark with every IIV parameter partially centred,
         stage 1 on it took 577 leapfrog steps per iteration, against 155 for the centred
         twin (see benchmarks/bench_fit_friberg.py).
-    adaptive_centring : bool
+    adaptive_centring : bool or {"parameter", "subject"}
         With *pooled_metric*: stages 2 and sampling run with every IIV parameter partially
         centred, its weight ``(1 - s)^2`` from its eta-shrinkage s in stage 1's pooled draws
-        (:func:`centring_weights`, rounded to 0.01; 1: centred, 0: non-centred), whatever
-        *pm*'s own parametrization (stage 1 runs in it, or in *stage1_model*). The kept
-        draws are then those of ``reparametrized(pm, info["parametrization"])``.
+        (True or ``"parameter"``), or one weight per subject and parameter, ``1 - v_i /
+        omega^2`` from subject i's eta variance v_i in those draws (``"subject"``; for data
+        whose subjects differ in how much they say); see :func:`centring_weights`; rounded to
+        0.01; 1: centred, 0: non-centred. Whatever *pm*'s own parametrization (stage 1 runs
+        in it, or in *stage1_model*). The kept draws are then those of
+        ``reparametrized(pm, info["parametrization"])``.
     thin : int
         Transitions per kept draw after warm-up: *samples* draws are kept per chain from
         ``samples * thin`` iterations. Each kept draw's ``diverging`` covers all the
@@ -1073,6 +1089,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         if int(v) != v or v < lo:
             raise OptionError(f"{name} must be an integer >= {lo}, got {v}.")
     max_tree_depth = tree_depths(max_tree_depth)
+    if adaptive_centring not in (False, True, "parameter", "subject"):
+        raise OptionError(f"adaptive_centring must be True, False, 'parameter' or 'subject', "
+                          f"got {adaptive_centring!r}.")
     if pooled_metric and warmup < POOLED_MIN_WARMUP:
         raise OptionError(f"pooled_metric needs at least {POOLED_MIN_WARMUP} warm-up "
                           f"iterations, got {warmup}.")
@@ -1150,8 +1169,10 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         end = mcmc1.last_state.z
         stage1_par = weights = None
         if adaptive_centring and pm.spec.iiv:
-            weights, shrink = centring_weights(pm, {k: v[:, skip:] for k, v in draws.items()})
-            weights = {p: round(w, 2) for p, w in weights.items()}
+            weights, shrink = centring_weights(pm, {k: v[:, skip:] for k, v in draws.items()},
+                                               per_subject=adaptive_centring == "subject")
+            weights = {p: tuple(round(v, 2) for v in w) if isinstance(w, tuple)
+                       else round(w, 2) for p, w in weights.items()}
             pm_final = reparametrized(pm_final, {"partial": weights})
         if pm_final is not pm:
             # carried to the final parametrization by the exact map (no ODE solve)

@@ -220,12 +220,13 @@ class PopulationSpec:
     centred: bool = False
     extra_priors: dict[str, Prior] = field(default_factory=dict)
     centred_iiv: tuple[str, ...] = ()
-    partial_iiv: tuple[tuple[str, float], ...] = ()
+    partial_iiv: tuple[tuple[str, float | tuple[float, ...]], ...] = ()
 
     @property
-    def partial_weights(self) -> dict[str, float]:
-        """IIV parameter -> centring weight in (0, 1) of the partially centred ones (empty when
-        ``centred`` is true: ``partial_iiv`` is then ignored)."""
+    def partial_weights(self) -> dict[str, float | tuple[float, ...]]:
+        """IIV parameter -> centring weight in (0, 1) of the partially centred ones, or one
+        weight in [0, 1] per subject (a tuple); empty when ``centred`` is true
+        (``partial_iiv`` is then ignored)."""
         if self.centred:
             return {}
         return {p: w for p, w in self.partial_iiv if p in self.iiv}
@@ -319,7 +320,8 @@ class PopulationSpec:
                 groups = [("centred", self.centred_parameters),
                           ("non-centred", [p for p in self.iiv
                                            if p not in self.centred_parameters and p not in pw]),
-                          ("partially centred", [f"{p} {w:g}" for p, w in pw.items()])]
+                          ("partially centred", [f"{p} {weight_text(w)}"
+                                                 for p, w in pw.items()])]
                 kind += " (" + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups if v) + ")"
             lines.append(f"IIV parametrization: {kind}")
         for c in self.covariates:
@@ -597,14 +599,22 @@ def _parametrization_word(text: str) -> str | None:
     return w if w in ("centred", "noncentred") else None
 
 
+def weight_text(w) -> str:
+    """A centring weight, or the range of per-subject ones, as text."""
+    if isinstance(w, tuple):
+        return f"per subject {min(w):g}-{max(w):g}"
+    return f"{w:g}"
+
+
 def _parametrization(value, iiv: tuple[str, ...], names: Sequence[str], where: str,
                      cls=ModelFileError) -> tuple[bool, tuple[str, ...], tuple]:
     """Parse ``[population] parametrization``; returns (centred, centred_iiv, partial_iiv).
 
     Accepted: ``"noncentred"``, ``"centred"``, or a table with ``centred`` or ``noncentred``
     listing IIV parameters (the other IIV parameters get the other form) and/or ``partial``,
-    a table IIV parameter -> centring weight in [0, 1] (0 non-centred, 1 centred); or the
-    list form as text, ``"centred=CL,V1"`` (the CLI's form). Errors are raised as *cls*.
+    a table IIV parameter -> centring weight in [0, 1] (0 non-centred, 1 centred), or a list
+    of them, one per subject (the model checks the length); or the list form as text,
+    ``"centred=CL,V1"`` (the CLI's form). Errors are raised as *cls*.
     """
     allowed = ("use \"noncentred\" (default), \"centred\", or a mixed form listing IIV "
                "parameters, e.g. { centred = [\"CL\", \"V1\"] } (the other IIV parameters "
@@ -649,10 +659,14 @@ def _parametrization(value, iiv: tuple[str, ...], names: Sequence[str], where: s
                 raise cls(f"{where} partial: unknown parameter '{n}'; the model has "
                           f"{', '.join(names)}.")
             check_iiv(n, "partial")
-            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 1:
+            ws = list(w) if isinstance(w, list | tuple) else [w]
+            if not ws or any(isinstance(v, bool) or not isinstance(v, int | float)
+                             or not 0 <= v <= 1 for v in ws):
                 raise cls(f"{where} partial {n}: expected a centring weight between 0 "
-                          f"(non-centred) and 1 (centred), got {w!r}.")
-            partial[n] = float(w)
+                          f"(non-centred) and 1 (centred), or a list of them (one per "
+                          f"subject), got {w!r}.")
+            # a list: one weight per subject (kept partial whatever its values)
+            partial[n] = tuple(float(v) for v in ws) if isinstance(w, list | tuple) else float(w)
     listed_c: set[str] = set()
     if words:
         (word, listed), = words.items()
@@ -664,8 +678,8 @@ def _parametrization(value, iiv: tuple[str, ...], names: Sequence[str], where: s
                           "keep one.")
         rest = [n for n in iiv if n not in partial]
         listed_c = {n for n in rest if (n in listed) == (word == "centred")}
-    listed_c |= {n for n, w in partial.items() if w == 1.0}
-    partial = {n: w for n, w in partial.items() if 0.0 < w < 1.0}
+    listed_c |= {n for n, w in partial.items() if not isinstance(w, tuple) and w == 1.0}
+    partial = {n: w for n, w in partial.items() if isinstance(w, tuple) or 0.0 < w < 1.0}
     centred = tuple(n for n in iiv if n in listed_c)
     if iiv and len(centred) == len(iiv):
         return True, (), ()
