@@ -188,8 +188,14 @@ against 0.43-0.98 with one weight per parameter. Seed 3 failed on omega_Q (eta-s
 1.028; omega_V2 97, 1.035). Its Q weights (0-0.49, mean about 0.25) lie far above the
 per-parameter 0.07. The estimate ``1 - v_i / mean(omega^2)`` agrees with ``(1 - s)^2`` only
 when omega is known: here it came out larger for every parameter (CL 0.91-0.92 against
-0.70). So a funnel-prone parameter got too centred. Scaling the per-subject weights to the
-per-parameter mean, or keeping one weight where shrinkage is high, are the next things to try.
+0.70). So a funnel-prone parameter got too centred. A probe (not in the code: the benchmark
+run with ``samplers.centring_weights`` replaced) divided by the total variance of the eta
+draws over subjects and draws instead, ``1 - v_i / (mean_i v_i + var_i E[eta_i])``, which
+does not use the draws of omega: Q's weights came out 0-0.40 (mean 0.15). On seed 3 it gave
+max R-hat 1.009, min bulk ESS 468 (KA), 22 divergences, 62-70 leapfrog steps per draw
+(benchmarks/reference/bench_fit_friberg_subject_weights_total_var_seed3.json; 1,227 s with
+the test suite running beside it, 4.7 ms per step). That is one run: seeds 1-2 are still to
+be run before it replaces the estimate above.
 Also, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12 with one weight per
 parameter): the larger step reaches further into the absorption/distribution swap described
 below (typical values swapped in 0.1-2.8% of a chain's draws against 0-0.6%).
