@@ -136,30 +136,39 @@ def test_stage1_parametrization_needs_the_pooled_metric(partial_pm):
                              stage1_parametrization="centred", progress_bar=False)
 
 
+def _draws_and_eta_by_hand(pm, seed, n_draw):
+    """2 chains x *n_draw* unconstrained draws around a prior point of centred *pm*, and per
+    IIV parameter its eta (draws, subject) and omega (draws) computed by hand from the
+    individual parameters and typical values (log scale, no covariates)."""
+    from numpyro.infer.util import constrain_fn
+
+    rng = np.random.default_rng(seed)
+    base = _unconstrained(pm, _random_point(pm, seed + 3))
+    draws = {k: np.asarray(v)[None, None] + 0.1 * rng.standard_normal((2, n_draw, *np.shape(v)))
+             for k, v in base.items()}
+    eta = {p: [] for p in pm.spec.iiv}
+    om = {p: [] for p in pm.spec.iiv}
+    for c in range(2):
+        for i in range(n_draw):
+            u = {k: v[c, i] for k, v in draws.items()}
+            con = constrain_fn(pm, (), {"obs": pm.observed}, u, return_deterministic=True)
+            for p in pm.spec.iiv:
+                eta[p].append(np.log(con[f"ind_{p}"]) - np.log(con[p]))
+                om[p].append(float(con[f"omega_{p}"]))
+    return draws, {p: np.array(v) for p, v in eta.items()}, {p: np.array(v) for p, v in om.items()}
+
+
 def test_centring_weights_are_one_minus_shrinkage_squared(partial_pm):
     """The reference: eta computed by hand from the individual parameters and typical values
     of a centred model's draws (log scale, no covariates), its shrinkage by the report's
     function."""
-    from numpyro.infer.util import constrain_fn
-
     from il2pkpd.report.shrinkage import eta_shrinkage_value
 
     pm = reparametrized(partial_pm, "centred")
-    rng = np.random.default_rng(0)
-    base = _unconstrained(pm, _random_point(pm, 3))
-    # 2 chains x 40 draws around one point
-    draws = {k: np.asarray(v)[None, None] + 0.1 * rng.standard_normal((2, 40, *np.shape(v)))
-             for k, v in base.items()}
+    draws, eta, om = _draws_and_eta_by_hand(pm, 0, 40)
     weights, shrink = samplers.centring_weights(pm, draws)
     for p in pm.spec.iiv:
-        eta, om = [], []
-        for c in range(2):
-            for i in range(40):
-                u = {k: v[c, i] for k, v in draws.items()}
-                con = constrain_fn(pm, (), {"obs": pm.observed}, u, return_deterministic=True)
-                eta.append(np.log(con[f"ind_{p}"]) - np.log(con[p]))
-                om.append(con[f"omega_{p}"])
-        _, _, ref = eta_shrinkage_value(np.array(eta), np.array(om))
+        _, _, ref = eta_shrinkage_value(eta[p], om[p])
         ref = min(max(ref, 0.0), 1.0)         # a shrinkage outside [0, 1] is clipped
         np.testing.assert_allclose(shrink[p], ref, rtol=1e-8)
         np.testing.assert_allclose(weights[p], (1 - ref) ** 2, rtol=1e-8)
@@ -222,24 +231,12 @@ def test_adaptive_centring_without_iiv_changes_nothing():
 def test_per_subject_centring_weights_are_one_minus_variance_over_omega_squared(partial_pm):
     """The reference: each subject's eta variance over the draws (computed by hand from the
     individual parameters and typical values) over the draws' mean omega^2."""
-    from numpyro.infer.util import constrain_fn
-
     pm = reparametrized(partial_pm, "centred")
-    rng = np.random.default_rng(1)
-    base = _unconstrained(pm, _random_point(pm, 4))
-    draws = {k: np.asarray(v)[None, None] + 0.1 * rng.standard_normal((2, 30, *np.shape(v)))
-             for k, v in base.items()}
+    draws, eta, om = _draws_and_eta_by_hand(pm, 1, 30)
     weights, shrink = samplers.centring_weights(pm, draws, per_subject=True)
     plain, _ = samplers.centring_weights(pm, draws)
     for p in pm.spec.iiv:
-        eta, om2 = [], []
-        for c in range(2):
-            for i in range(30):
-                u = {k: v[c, i] for k, v in draws.items()}
-                con = constrain_fn(pm, (), {"obs": pm.observed}, u, return_deterministic=True)
-                eta.append(np.log(con[f"ind_{p}"]) - np.log(con[p]))
-                om2.append(float(con[f"omega_{p}"]) ** 2)
-        ref = np.clip(1.0 - np.var(np.array(eta), axis=0) / np.mean(om2), 0.0, 1.0)
+        ref = np.clip(1.0 - np.var(eta[p], axis=0) / np.mean(om[p] ** 2), 0.0, 1.0)
         assert isinstance(weights[p], tuple) and len(weights[p]) == pm.n_subjects
         np.testing.assert_allclose(weights[p], ref, rtol=1e-8, atol=1e-12)
         assert p in shrink and weights[p] != plain[p]
