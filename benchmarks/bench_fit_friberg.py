@@ -169,36 +169,48 @@ subject 10's z_MTT and the L_omega entries that carry its other random effects i
 Subject 10 has the deepest nadir (0.68/nL from 16.1, 4%; the others 12-49%), which pins its
 MTT much more tightly than the others'. One weight per parameter (0.44 for MTT) leaves that
 subject's coordinate a curved function of the population parameters, which no fixed metric
-follows. With one weight per subject and parameter, ``1 - v_i / omega^2`` from subject i's
-eta variance in stage 1 (MTT: 0.83 for subject 10, 0.04-0.05 for subject 4, whose nadir is
-shallow), the chains adapted step sizes of 0.075-0.090 and every draw took 63 leapfrog steps
-(tree depth 6) instead of 127. Full runs, 2026-11-30
-(benchmarks/reference/bench_fit_friberg_subject_weights*.json; ms per leapfrog step as the
-script prints it, warm-up steps not counted):
+follows. With one weight per subject and parameter, from subject i's eta variance v_i in
+stage 1, the chains adapted step sizes of 0.06-0.09 and every draw took 63 leapfrog steps
+(tree depth 6) instead of 127.
+
+The first estimate, ``1 - v_i / mean(omega^2)`` (MTT: 0.83 for subject 10, 0.04-0.05 for
+subject 4, whose nadir is shallow), full runs 2026-11-30
+(benchmarks/reference/bench_fit_friberg_subject_weights{,_seed2,_seed3}.json; ms per leapfrog
+step as the script prints it, warm-up steps not counted):
 
     seed  wall   ms per step  min bulk ESS       max R-hat  divergences  min tail ESS
     1     661 s  2.65         838 (omega_MTT)    1.009      53           391 (omega_V1)
     2     768 s  3.10         906                1.005      39           422
     3     836 s  3.35         46 (omega_Q)       1.063      62           13
 
-The time goal held in every run, with 6-9 min to spare on machines slower than in the runs
-above (2.65-3.35 ms per step). R-hat held in two of three. Seeds 1-2: ESS per second 1.2-1.3,
-against 0.43-0.98 with one weight per parameter. Seed 3 failed on omega_Q (eta-shrinkage
-75%): ESS 46, R-hat 1.063, chain 2's median 0.17 against 0.13 in the others (Q 127, R-hat
-1.028; omega_V2 97, 1.035). Its Q weights (0-0.49, mean about 0.25) lie far above the
-per-parameter 0.07. The estimate ``1 - v_i / mean(omega^2)`` agrees with ``(1 - s)^2`` only
-when omega is known: here it came out larger for every parameter (CL 0.91-0.92 against
-0.70). So a funnel-prone parameter got too centred. A probe (not in the code: the benchmark
-run with ``samplers.centring_weights`` replaced) divided by the total variance of the eta
-draws over subjects and draws instead, ``1 - v_i / (mean_i v_i + var_i E[eta_i])``, which
-does not use the draws of omega: Q's weights came out 0-0.40 (mean 0.15). On seed 3 it gave
-max R-hat 1.009, min bulk ESS 468 (KA), 22 divergences, 62-70 leapfrog steps per draw
-(benchmarks/reference/bench_fit_friberg_subject_weights_total_var_seed3.json; 1,227 s with
-the test suite running beside it, 4.7 ms per step). That is one run: seeds 1-2 are still to
-be run before it replaces the estimate above.
-Also, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12 with one weight per
-parameter): the larger step reaches further into the absorption/distribution swap described
-below (typical values swapped in 0.1-2.8% of a chain's draws against 0-0.6%).
+Seed 3 failed on omega_Q (eta-shrinkage 75%): ESS 46, R-hat 1.063, chain 2's median 0.17
+against 0.13 in the others. Its Q weights (0-0.49, mean about 0.25) lie far above the
+per-parameter 0.07. That estimate agrees with ``(1 - s)^2`` only when omega is known: here it
+came out larger for every parameter (CL 0.91-0.92 against 0.70), so a funnel-prone parameter
+got too centred.
+
+The estimate in the code divides by the total variance of the eta draws over subjects and
+draws, ``1 - v_i / (mean_i v_i + var_i E[eta_i])``, which does not use the draws of omega
+(Q's weights 0-0.40, mean 0.13-0.15; CL 0.87-0.89). Full runs, 2026-12-01
+(benchmarks/reference/bench_fit_friberg_subject_weights_total_var_seed{1,2,3}.json; seed 3's
+draws are those of the probe that first tried it, which ran with the tests beside it):
+
+    seed  wall   ms/step  min bulk ESS     min tail ESS  max R-hat  div.  swap (chains' draws)
+    1     782 s  3.10     634 (omega_KA)   320 (omega_Q) 1.007      9     0.2-2.0%
+    2     709 s  2.79     470 (V1)         140 (V1)      1.015      13    0.2-0.4%; chain 4 11.8%
+    3     693 s  2.67     468 (KA)         182 (V1)      1.009      22    0.1-1.2%; chain 4 5.8%
+
+Time goal with 7-8 min to spare; R-hat in two of three, but the failure is no longer a
+centring funnel: in seed 2, chain 4 spent 11.8% of its draws in the absorption/distribution
+swap described below (its 1% quantile of V1 16 L against 36-38 L), and the four parameters
+over 1.01 (V1, Q, V2, KA, max 1.015) are exactly those that move there. The swap is part of
+the posterior under the reference priors, visited in long excursions; at 1,000 draws per chain
+whether one chain's excursion inflates R-hat past 1.01 is luck of the seed. Fewer divergences
+than with the first estimate (9-22 against 39-62).
+With the first estimate, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12
+with one weight per parameter): the larger step reaches further into the absorption/
+distribution swap described below (typical values swapped in 0.1-2.8% of a chain's draws
+against 0-0.6%).
 
 A smaller tree for the draws (``--max-tree-depth 10,6``: warm-up depth 10, sampling depth 6,
 ``run_nuts(max_tree_depth=(10, 6))``), since every draw stopped just past 63 steps: with
@@ -394,13 +406,15 @@ def main() -> int:
                          "parameter with weight (1 - s)^2 from its eta-shrinkage s in stage 1")
     ap.add_argument("--centring-weights", choices=["parameter", "subject"], default="parameter",
                     help="with --adaptive-centring: one weight per IIV parameter, or one per "
-                         "subject and parameter (1 - v_i / omega^2)")
+                         "subject and parameter (1 - v_i / total eta variance)")
     ap.add_argument("--hessian-floor", type=float, default=1.0,
                     help="Laplace metric: variance 1/floor in directions of flat or negative "
                          "curvature")
     ap.add_argument("--compile-cache", action="store_true",
                     help="keep XLA programs on disk between runs (as the CLI does)")
     ap.add_argument("--target-accept", type=float, default=0.8)
+    ap.add_argument("--thin", type=int, default=1,
+                    help="NUTS iterations per kept draw after warm-up (--samples kept)")
     ap.add_argument("--pool-discard", type=float, default=None,
                     help="share of stage 1's draws left out of the pooled metric "
                          "(samplers.POOL_DISCARD, 0.5)")
@@ -540,18 +554,19 @@ def main() -> int:
                               stage1_parametrization=args.stage1_parametrization,
                               adaptive_centring=(args.centring_weights
                                                  if args.adaptive_centring else False),
-                              target_accept=args.target_accept,
+                              target_accept=args.target_accept, thin=args.thin,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
     wall = time.perf_counter() - t0            # start point, metric, compile and sampling
     total = time.perf_counter() - t_start      # plus the model checks and gradient timing
     s = fr.summary
     pop = s["parameter"].tolist()
-    n_iter = args.chains * (args.warmup + args.samples)
-    goal_iter = 4 * (500 + 1000)
+    n_iter = args.chains * (args.warmup + args.samples * args.thin)
+    goal_iter = 4 * (500 + 1000 * args.thin)
     res["nuts"] = {
         "chains": args.chains, "warmup": args.warmup, "samples": args.samples,
-        "chain_method": fr.info["chain_method"], "wall_s": wall, "script_wall_s": total,
+        "thin": args.thin, "chain_method": fr.info["chain_method"], "wall_s": wall,
+        "script_wall_s": total,
         "sampling_s": fr.info.get("seconds"), "cpu_s": time.process_time(),
         "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
         "pooled_metric": fr.info.get("pooled_metric"),
@@ -584,7 +599,8 @@ def main() -> int:
     res["nuts"]["absorption_distribution_swap"] = sw
     _print_swap(sw)
     n = res["nuts"]
-    print(f"NUTS {args.chains} x ({args.warmup} + {args.samples}) ({n['chain_method']}): wall "
+    thin = f", thinned by {args.thin}" if args.thin > 1 else ""
+    print(f"NUTS {args.chains} x ({args.warmup} + {args.samples}{thin}) ({n['chain_method']}): wall "
           f"{wall:.0f} s (whole script {total:.0f} s, CPU {time.process_time():.0f} s), min bulk ESS {n['min_ess_bulk']:.0f}, ESS/s {n['ess_per_s']:.3f}, max "
           f"R-hat {n['max_r_hat']:.3f}, divergences {n['divergences']}")
     print(f"at {n['seconds_per_iteration']:.2f} s per iteration the goal settings (4 x 1,500) "

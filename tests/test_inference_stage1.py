@@ -228,15 +228,16 @@ def test_adaptive_centring_without_iiv_changes_nothing():
     assert set(mcmc.get_samples()) >= {"CL", "V"}
 
 
-def test_per_subject_centring_weights_are_one_minus_variance_over_omega_squared(partial_pm):
+def test_per_subject_centring_weights_are_one_minus_variance_over_total_variance(partial_pm):
     """The reference: each subject's eta variance over the draws (computed by hand from the
-    individual parameters and typical values) over the draws' mean omega^2."""
+    individual parameters and typical values) over the variance of all etas pooled, draws and
+    subjects together (the law of total variance, computed here directly)."""
     pm = reparametrized(partial_pm, "centred")
-    draws, eta, om = _draws_and_eta_by_hand(pm, 1, 30)
+    draws, eta, _ = _draws_and_eta_by_hand(pm, 1, 30)
     weights, shrink = samplers.centring_weights(pm, draws, per_subject=True)
     plain, _ = samplers.centring_weights(pm, draws)
     for p in pm.spec.iiv:
-        ref = np.clip(1.0 - np.var(eta[p], axis=0) / np.mean(om[p] ** 2), 0.0, 1.0)
+        ref = np.clip(1.0 - np.var(eta[p], axis=0) / np.var(eta[p]), 0.0, 1.0)
         assert isinstance(weights[p], tuple) and len(weights[p]) == pm.n_subjects
         np.testing.assert_allclose(weights[p], ref, rtol=1e-8, atol=1e-12)
         assert p in shrink and weights[p] != plain[p]

@@ -79,9 +79,9 @@ def fit_command(
              "of the run (rich data: start it with --parametrization centred)."),
     centring_weights: str = typer.Option(
         "parameter", help="With --adaptive-centring: one weight per IIV parameter (parameter) "
-                          "or one per subject and parameter, 1 - v_i / omega^2 from the "
-                          "subject's eta variance (subject: subjects whose data differ in "
-                          "how much they say)."),
+                          "or one per subject and parameter, 1 - v_i / T from the subject's "
+                          "eta variance v_i and the total eta variance T (subject: subjects "
+                          "whose data differ in how much they say)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
