@@ -197,3 +197,13 @@ def test_pooled_metric_needs_enough_warmup(centred_pm):
     with pytest.raises(OptionError, match="pooled_metric"):
         fit_population_model(centred_pm, "nuts", chains=2, warmup=20, samples=5,
                              pooled_metric=True, progress_bar=False)
+
+
+@pytest.mark.parametrize("method", ["map", "laplace"])
+def test_nuts_only_options_are_refused_for_other_methods(centred_pm, method):
+    """thin, pooled_metric, stage1_parametrization and adaptive_centring would be ignored by
+    the other methods: all those given are named at once instead."""
+    with pytest.raises(OptionError, match=r"thin=2, pooled_metric=True, adaptive_centring="
+                                          r"'subject' apply to method 'nuts' only"):
+        fit_population_model(centred_pm, method, thin=2, pooled_metric=True,
+                             adaptive_centring="subject", progress_bar=False)

@@ -481,6 +481,13 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     ``init="laplace"``, for the stage-1 parametrization when one is given)."""
     if method not in METHODS:
         raise OptionError(f"method '{method}' is not allowed; use one of {', '.join(METHODS)}.")
+    if method != "nuts":        # NUTS-only options are not silently ignored
+        bad = [f"{name}={value!r}" for name, value, default in (
+            ("thin", thin, 1), ("pooled_metric", pooled_metric, False),
+            ("stage1_parametrization", stage1_parametrization, None),
+            ("adaptive_centring", adaptive_centring, False)) if value != default]
+        if bad:
+            raise OptionError(f"{', '.join(bad)} apply to method 'nuts' only, not '{method}'.")
     progress_bar = progress_mode(progress_bar)
     t0 = time.perf_counter() if t0 is None else t0
     obs = pm.observed
