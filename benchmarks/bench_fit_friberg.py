@@ -8,8 +8,8 @@ the benchmark's reference priors (in models/friberg.toml).
 
 The goal (4 chains x (500 + 1,000) within 20 min, R-hat at most 1.01), best settings so far:
 ``--pooled-metric yes --adaptive-centring --centring-weights subject`` (see "Per-subject
-centring weights" below): 661-836 s wall in seeds 1-3, max R-hat 1.009 and 1.005 in seeds 1
-and 2, 1.063 (omega_Q) in seed 3.
+centring weights" below): 693-782 s wall in seeds 1-3, max R-hat 1.007 and 1.009 in seeds 1
+and 3, 1.015 in seed 2 (one chain's long excursion into the absorption/distribution swap).
 
 Defaults:
 
@@ -207,6 +207,18 @@ over 1.01 (V1, Q, V2, KA, max 1.015) are exactly those that move there. The swap
 the posterior under the reference priors, visited in long excursions; at 1,000 draws per chain
 whether one chain's excursion inflates R-hat past 1.01 is luck of the seed. Fewer divergences
 than with the first estimate (9-22 against 39-62).
+
+With ``--thin 2`` (4 x 1,000 draws kept from 2,000 iterations each), seed 2, 2026-12-01
+(benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_seed2.json): max
+R-hat 1.004, min bulk ESS 1,520, 33 divergences; typical values swapped in 0.3-2.5% of each
+chain's draws, so no chain alone held the excursions. Not the chains of the unthinned seed-2
+run: the thinned loop is compiled differently, its rounding differs and the warm-up went
+elsewhere (step sizes 0.041-0.083 against 0.058-0.069; chain 2 adapted 0.041 and took 127
+leapfrog steps per draw, the others 63). Wall 2,425 s on a machine about 2.8 times slower
+than that day (7.7 ms per leapfrog step against 2.79; the Laplace start 90 s against about
+30 s; the test suite 30 instead of 15-18 min): about 880 s at 2.79 ms per step and 980 s at
+3.10, inside the goal but not measured there. One seed only: seeds 1 and 3 with ``--thin 2``
+are not run.
 With the first estimate, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12
 with one weight per parameter): the larger step reaches further into the absorption/
 distribution swap described below (typical values swapped in 0.1-2.8% of a chain's draws
