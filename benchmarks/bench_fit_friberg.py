@@ -217,8 +217,9 @@ elsewhere (step sizes 0.041-0.083 against 0.058-0.069; chain 2 adapted 0.041 and
 leapfrog steps per draw, the others 63). Wall 2,425 s on a machine about 2.8 times slower
 than that day (7.7 ms per leapfrog step against 2.79; the Laplace start 90 s against about
 30 s; the test suite 30 instead of 15-18 min): about 880 s at 2.79 ms per step and 980 s at
-3.10, inside the goal but not measured there. One seed only: seeds 1 and 3 with ``--thin 2``
-are not run.
+3.10, inside the goal but not measured there. Seed 3 with ``--thin 2`` (..._thin2_seed3.json):
+R-hat 1.002, min bulk ESS 1,548, 24 divergences, swap 0.5-2.6% by chain, 2,253 s at 8.1 ms
+per leapfrog step (about 780 s at 2.79 ms). Seed 1 with ``--thin 2`` is not run.
 With the first estimate, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12
 with one weight per parameter): the larger step reaches further into the absorption/
 distribution swap described below (typical values swapped in 0.1-2.8% of a chain's draws
