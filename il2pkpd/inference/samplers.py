@@ -690,9 +690,8 @@ def centring_weights(pm, draws: dict, per_subject: bool = False) -> tuple[dict, 
         weights[p] = centring_weight(sh)
         if per_subject:
             e = eta[..., j].reshape(-1, eta.shape[-2])             # (draws, subject)
-            v = e.var(axis=0)
-            w = 1.0 - v / (v.mean() + e.mean(axis=0).var())
-            weights[p] = tuple(float(v) for v in np.clip(w, 0.0, 1.0))
+            w = 1.0 - e.var(axis=0) / e.var()      # e.var(): the total variance T
+            weights[p] = tuple(float(x) for x in np.clip(w, 0.0, 1.0))
     return weights, shrinkage
 
 
