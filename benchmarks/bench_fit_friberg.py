@@ -10,6 +10,8 @@ The goal (4 chains x (500 + 1,000) within 20 min, R-hat at most 1.01), best sett
 ``--pooled-metric yes --adaptive-centring --centring-weights subject`` (see "Per-subject
 centring weights" below): 693-782 s wall in seeds 1-3, max R-hat 1.007 and 1.009 in seeds 1
 and 3, 1.015 in seed 2 (one chain's long excursion into the absorption/distribution swap).
+With ``--thin 2`` R-hat was 1.002-1.004 in seeds 1-3, but the time then depends on the slowest
+chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on slower days).
 
 Defaults:
 
@@ -208,18 +210,28 @@ the posterior under the reference priors, visited in long excursions; at 1,000 d
 whether one chain's excursion inflates R-hat past 1.01 is luck of the seed. Fewer divergences
 than with the first estimate (9-22 against 39-62).
 
-With ``--thin 2`` (4 x 1,000 draws kept from 2,000 iterations each), seed 2, 2026-12-01
-(benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_seed2.json): max
-R-hat 1.004, min bulk ESS 1,520, 33 divergences; typical values swapped in 0.3-2.5% of each
-chain's draws, so no chain alone held the excursions. Not the chains of the unthinned seed-2
-run: the thinned loop is compiled differently, its rounding differs and the warm-up went
-elsewhere (step sizes 0.041-0.083 against 0.058-0.069; chain 2 adapted 0.041 and took 127
-leapfrog steps per draw, the others 63). Wall 2,425 s on a machine about 2.8 times slower
-than that day (7.7 ms per leapfrog step against 2.79; the Laplace start 90 s against about
-30 s; the test suite 30 instead of 15-18 min): about 880 s at 2.79 ms per step and 980 s at
-3.10, inside the goal but not measured there. Seed 3 with ``--thin 2`` (..._thin2_seed3.json):
-R-hat 1.002, min bulk ESS 1,548, 24 divergences, swap 0.5-2.6% by chain, 2,253 s at 8.1 ms
-per leapfrog step (about 780 s at 2.79 ms). Seed 1 with ``--thin 2`` is not run.
+With ``--thin 2`` (4 x 1,000 draws kept from 2,000 iterations each; 2026-12-01, all three on
+days when the machine ran about twice as slowly;
+benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_seed{1,2,3}.json). The
+pace column is stage 1's seconds per leapfrog step per core (every stage-1 step is recorded,
+compile included; the script prints it since 2026-12-01 as ``stage1_seconds_per_step_per_core``),
+2.58-2.95 ms in the unthinned runs above; "at 2.65 ms" scales the wall to their median pace
+(an extrapolation, not a measurement):
+
+    seed  wall     pace     at 2.65 ms  min bulk ESS  max R-hat  div.  swap by chain
+    1     2,073 s  5.43 ms  about 1,010 s  1,361      1.004      39    0.1-1.2%
+    2     2,425 s  4.60 ms  about 1,400 s  1,520      1.004      33    0.3-2.5%
+    3     2,253 s  5.73 ms  about 1,040 s  1,548      1.002      24    0.5-2.6%
+
+R-hat at most 1.01 in all three: no chain alone held the swap's excursions. The time goal is
+not shown: about 1,000-1,050 s in seeds 1 and 3, inside 20 min, but seed 2's chain 2 adapted a
+step size of 0.041 (the others 0.061-0.083) and took 127 leapfrog steps per draw, and with
+parallel chains the slowest sets the wall (about 1,400 s). Not the chains of the unthinned
+runs with the same seed: the thinned loop is compiled differently and its rounding differs.
+An earlier version of this note put the thinned runs at 780-880 s by dividing their wall by
+the leapfrog steps of the kept draws only; those miss the stage-2 warm-up and the thinned-out
+iterations (half of them), so that pace came out about twice as slow as it was and the scaled
+walls about half as long.
 With the first estimate, more divergent transitions (39-62, 1.0-1.6% of draws, against 3-12
 with one weight per parameter): the larger step reaches further into the absorption/
 distribution swap described below (typical values swapped in 0.1-2.8% of a chain's draws
@@ -305,6 +317,10 @@ from il2pkpd.inference import fit_population_model, prepare  # noqa: E402
 from il2pkpd.inference.samplers import laplace_start, reparametrized  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# stage-1 seconds per leapfrog step per core in the three unthinned per-subject-weight runs
+# of 2026-12-01 (2.95, 2.58, 2.65 ms; reference/..._total_var_seed{1,2,3}.json): the median,
+# to put walls measured on slower days on one scale
+REFERENCE_PACE_S = 2.65e-3
 NAMES = ["CL", "V1", "Q", "V2", "KA", "MTT", "CIRC0", "GAMMA", "ALPHA"]
 
 
@@ -320,6 +336,19 @@ def _parametrization(args):
     else:  # the other IIV parameters all centred (an empty non-centred list) or all not
         table["noncentred" if word == "centred" else "centred"] = []
     return table
+
+
+def stage1_pace(info: dict, chains: int, cpus: int) -> float | None:
+    """Seconds per leapfrog step per core in stage 1 of the pooled warm-up (None without it).
+
+    Stage 1 keeps every iteration's step count, so this pace compares runs whatever their
+    thinning or their step counts after it. Parallel chains share min(chains, cpus) cores.
+    """
+    pool = info.get("pooled_metric") or {}
+    if not pool.get("stage1_steps_total"):
+        return None
+    cores = min(chains, cpus) if info.get("chain_method") == "parallel" else 1
+    return pool["stage1_seconds"] * cores / pool["stage1_steps_total"]
 
 
 def _time(fn, *args, reps=5):
@@ -606,6 +635,20 @@ def main() -> int:
               f"{np.median(steps):.0f}, max {steps.max()}; about "
               f"{1e3 * wall / steps.sum():.1f} ms per step over the whole run (warm-up steps "
               "are not counted, so this overstates it)")
+    # the machine's pace, comparable between runs whatever --thin: stage 1 of the pooled
+    # warm-up records every leapfrog step (the draws' n_steps above miss the stage-2 warm-up
+    # and the thinned-out iterations); and the gradient timed again after NUTS
+    _, t_grad_after = _time(grad, x0)
+    res["gradient_s_after"] = t_grad_after
+    pace = stage1_pace(fr.info, args.chains, os.cpu_count() or 1)
+    if pace is not None:
+        res["nuts"]["stage1_seconds_per_step_per_core"] = pace
+        res["nuts"]["wall_s_at_reference_pace"] = wall * REFERENCE_PACE_S / pace
+        print(f"pace: stage 1 {1e3 * pace:.2f} ms per leapfrog step per core (compile "
+              f"included; {1e3 * REFERENCE_PACE_S:.2f} on a normal day), gradient "
+              f"{1e3 * t_grad:.1f} ms before NUTS and {1e3 * t_grad_after:.1f} ms after; "
+              f"at the normal pace the wall would be about "
+              f"{res['nuts']['wall_s_at_reference_pace']:.0f} s (extrapolated)")
     for msg in fr.warnings:
         print(f"warning: {msg}")
     sw = swap_fractions(fr.datatree["posterior"].to_dataset())

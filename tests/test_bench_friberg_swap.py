@@ -50,3 +50,15 @@ def test_swap_fractions_count_draws_with_ka_below_alpha(bench):
     assert sw["individual"] == pytest.approx([3 / 12, 1 / 12])
     assert sw["any_subject"] == [0.25, 0.25]
     assert sw["V1_q01"] == [50.0, 50.0]
+
+
+def test_stage1_pace_counts_every_stage1_step_per_core(bench):
+    info = {"chain_method": "parallel",
+            "pooled_metric": {"stage1_seconds": 240.0, "stage1_steps_total": 160_000}}
+    # 4 chains on 2 cores: each core ran 80,000 steps in 240 s
+    assert bench.stage1_pace(info, chains=4, cpus=2) == pytest.approx(3.0e-3)
+    # 2 chains on 16 cores: one core per chain
+    assert bench.stage1_pace(info, chains=2, cpus=16) == pytest.approx(3.0e-3)
+    assert bench.stage1_pace({**info, "chain_method": "sequential"}, chains=4,
+                             cpus=2) == pytest.approx(1.5e-3)
+    assert bench.stage1_pace({"chain_method": "parallel"}, chains=4, cpus=2) is None
