@@ -8,8 +8,9 @@ the benchmark's reference priors (in models/friberg.toml).
 
 The goal (4 chains x (500 + 1,000) within 20 min, R-hat at most 1.01), best settings so far:
 ``--pooled-metric yes --adaptive-centring --centring-weights subject`` (see "Per-subject
-centring weights" below): 693-782 s wall in seeds 1-3, max R-hat 1.007 and 1.009 in seeds 1
-and 3, 1.015 in seed 2 (one chain's long excursion into the absorption/distribution swap).
+centring weights" below): 693-782 s wall in seeds 1-3 (seed 4 about 730 s at that pace), max
+R-hat 1.007 and 1.009 in seeds 1 and 3, 1.015 in seed 2 and 1.034 in seed 4 (chains' long
+excursions into the absorption/distribution swap).
 With ``--thin 2`` R-hat was 1.002-1.004 in seeds 1-3, but the time then depends on the slowest
 chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on slower days).
 
@@ -201,8 +202,14 @@ draws are those of the probe that first tried it, which ran with the tests besid
     1     782 s  3.10     634 (omega_KA)   320 (omega_Q) 1.007      9     0.2-2.0%
     2     709 s  2.79     470 (V1)         140 (V1)      1.015      13    0.2-0.4%; chain 4 11.8%
     3     693 s  2.67     468 (KA)         182 (V1)      1.009      22    0.1-1.2%; chain 4 5.8%
+    4     1,521 s 5.52*   100 (omega_V2)   36 (omega_V2) 1.034      29    0.4-0.8%; chains 1, 3 6.4, 7.2%
 
-Time goal with 7-8 min to spare; R-hat in two of three, but the failure is no longer a
+(*seed 4, ..._total_var_seed4.json, on a day twice as slow: stage-1 pace 5.52 ms per leapfrog
+step per core against 2.58-2.95 ms in seeds 1-3; about 730 s at 2.65 ms. Its R-hat failed on
+V1, Q, V2, KA (1.012-1.014), omega_Q (1.015) and omega_V2 (1.034): two chains spent 6-7% of
+their draws in the swap, the other two under 1%.)
+
+Time goal with 7-8 min to spare; R-hat in two of four, but the failure is no longer a
 centring funnel: in seed 2, chain 4 spent 11.8% of its draws in the absorption/distribution
 swap described below (its 1% quantile of V1 16 L against 36-38 L), and the four parameters
 over 1.01 (V1, Q, V2, KA, max 1.015) are exactly those that move there. The swap is part of
