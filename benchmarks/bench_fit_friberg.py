@@ -11,7 +11,7 @@ The goal (4 chains x (500 + 1,000) within 20 min, R-hat at most 1.01), best sett
 centring weights" below): 693-782 s wall in seeds 1-3 (seed 4 about 730 s at that pace), max
 R-hat 1.007 and 1.009 in seeds 1 and 3, 1.015 in seed 2 and 1.034 in seed 4 (chains' long
 excursions into the absorption/distribution swap).
-With ``--thin 2`` R-hat was 1.002-1.004 in seeds 1-3, but the time then depends on the slowest
+With ``--thin 2`` R-hat was 1.002-1.009 in seeds 1-4, but the time then depends on the slowest
 chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on slower days).
 
 Defaults:
@@ -217,9 +217,9 @@ the posterior under the reference priors, visited in long excursions; at 1,000 d
 whether one chain's excursion inflates R-hat past 1.01 is luck of the seed. Fewer divergences
 than with the first estimate (9-22 against 39-62).
 
-With ``--thin 2`` (4 x 1,000 draws kept from 2,000 iterations each; 2026-12-01, all three on
+With ``--thin 2`` (4 x 1,000 draws kept from 2,000 iterations each; 2026-12-01, all four on
 days when the machine ran about twice as slowly;
-benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_seed{1,2,3}.json). The
+benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_seed{1,2,3,4}.json). The
 pace column is stage 1's seconds per leapfrog step per core (every stage-1 step is recorded,
 compile included; the script prints it since 2026-12-01 as ``stage1_seconds_per_step_per_core``),
 2.58-2.95 ms in the unthinned runs above; "at 2.65 ms" scales the wall to their median pace
@@ -229,9 +229,11 @@ compile included; the script prints it since 2026-12-01 as ``stage1_seconds_per_
     1     2,073 s  5.43 ms  about 1,010 s  1,361      1.004      39    0.1-1.2%
     2     2,425 s  4.60 ms  about 1,400 s  1,520      1.004      33    0.3-2.5%
     3     2,253 s  5.73 ms  about 1,040 s  1,548      1.002      24    0.5-2.6%
+    4     1,958 s  5.20 ms  about 1,000 s    506      1.009      46    0.2-5.9%
 
-R-hat at most 1.01 in all three: no chain alone held the swap's excursions. The time goal is
-not shown: about 1,000-1,050 s in seeds 1 and 3, inside 20 min, but seed 2's chain 2 adapted a
+R-hat at most 1.01 in all four (seed 4, ..._thin2_seed4.json, only just: 1.009, ESS 506; two
+chains 4-6% in the swap): no chain alone held the swap's excursions. The time goal is not
+shown: about 1,000-1,050 s in seeds 1, 3 and 4, inside 20 min, but seed 2's chain 2 adapted a
 step size of 0.041 (the others 0.061-0.083) and took 127 leapfrog steps per draw, and with
 parallel chains the slowest sets the wall (about 1,400 s). Not the chains of the unthinned
 runs with the same seed: the thinned loop is compiled differently and its rounding differs.
