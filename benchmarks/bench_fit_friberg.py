@@ -642,8 +642,9 @@ def main() -> int:
                             "seconds_per_gradient_in_nuts": wall / float(steps.sum())})
         print(f"leapfrog steps per draw: mean {steps.mean():.1f}, median "
               f"{np.median(steps):.0f}, max {steps.max()}; about "
-              f"{1e3 * wall / steps.sum():.1f} ms per step over the whole run (warm-up steps "
-              "are not counted, so this overstates it)")
+              f"{1e3 * wall / steps.sum():.1f} ms per kept draw's step over the whole run "
+              "(warm-up and thinned-out steps are not counted, so this overstates the pace, "
+              "about --thin times over; compare runs by the stage-1 pace below)")
     # the machine's pace, comparable between runs whatever --thin: stage 1 of the pooled
     # warm-up records every leapfrog step (the draws' n_steps above miss the stage-2 warm-up
     # and the thinned-out iterations); and the gradient timed again after NUTS
