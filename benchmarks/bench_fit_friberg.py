@@ -466,6 +466,9 @@ def main() -> int:
     ap.add_argument("--target-accept", type=float, default=0.8)
     ap.add_argument("--thin", type=int, default=1,
                     help="NUTS iterations per kept draw after warm-up (--samples kept)")
+    ap.add_argument("--shared-step-size", action="store_true",
+                    help="with --pooled-metric yes: after warm-up all chains sample with the "
+                         "median of the step sizes they adapted")
     ap.add_argument("--pool-discard", type=float, default=None,
                     help="share of stage 1's draws left out of the pooled metric "
                          "(samplers.POOL_DISCARD, 0.5)")
@@ -606,6 +609,7 @@ def main() -> int:
                               adaptive_centring=(args.centring_weights
                                                  if args.adaptive_centring else False),
                               target_accept=args.target_accept, thin=args.thin,
+                              shared_step_size=args.shared_step_size,
                               chain_method=args.chain_method,
                               progress_bar=False, posterior_predictive=False)
     wall = time.perf_counter() - t0            # start point, metric, compile and sampling
@@ -620,6 +624,8 @@ def main() -> int:
         "script_wall_s": total,
         "sampling_s": fr.info.get("seconds"), "cpu_s": time.process_time(),
         "step_size": fr.info.get("step_size"), "metric": fr.info.get("metric"),
+        "shared_step_size": args.shared_step_size,
+        "step_size_adapted": fr.info.get("step_size_adapted"),
         "pooled_metric": fr.info.get("pooled_metric"),
         "parametrization": _parametrization(args),
         "sampled_parametrization": fr.info.get("parametrization"),
@@ -645,6 +651,13 @@ def main() -> int:
               f"{1e3 * wall / steps.sum():.1f} ms per kept draw's step over the whole run "
               "(warm-up and thinned-out steps are not counted, so this overstates the pace, "
               "about --thin times over; compare runs by the stage-1 pace below)")
+        per_chain = ", ".join(f"{v:.0f}" for v in steps.mean(axis=1))
+        eps = fr.info.get("step_size") or []
+        own = fr.info.get("step_size_adapted")
+        print(f"step size per chain: {', '.join(f'{v:.3f}' for v in eps)}"
+              + (f" (shared: the median of the adapted "
+                 f"{', '.join(f'{v:.3f}' for v in own)})" if own else "")
+              + f"; leapfrog steps per kept draw per chain: {per_chain}")
     # the machine's pace, comparable between runs whatever --thin: stage 1 of the pooled
     # warm-up records every leapfrog step (the draws' n_steps above miss the stage-2 warm-up
     # and the thinned-out iterations); and the gradient timed again after NUTS

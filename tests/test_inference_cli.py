@@ -106,7 +106,8 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     """Two chains run in parallel on two XLA CPU devices (a fresh process sets them up),
     started from the Laplace approximation with its metric kept through warm-up (pooled: for
     the first half of it, then the metric from both chains' draws, in the partial centring
-    with one weight per subject it chose; with progress lines)."""
+    with one weight per subject it chose, both chains then sampling with one step size; with
+    progress lines)."""
     out = tmp_path / "nuts"
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
@@ -114,7 +115,8 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
         [sys.executable, "-m", "il2pkpd", "fit", str(csv_path), "--model", "one_cmt_iv",
          "--out", str(out), "--chains", "2", "--warmup", "150", "--samples", "100",
          "--residual", "CP=lognormal", "--fix", "V=50", "--iiv", "CL",
-         *(["--pooled-metric", "--adaptive-centring", "--centring-weights", "subject"]
+         *(["--pooled-metric", "--adaptive-centring", "--centring-weights", "subject",
+            "--shared-step-size"]
            if pooled else ["--no-progress"]),
          "--no-report", "--init", "laplace"],
         capture_output=True, text=True, timeout=600, env=env)
@@ -141,6 +143,10 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
         w = info["pooled_metric"]["centring_weights"]["CL"]
         assert len(w) == len(pd.read_csv(csv_path)["ID"].unique())
         assert info["parametrization"]["partial"]["CL"] == w
+        # the median of the two adapted step sizes, shared
+        eps = info["step_size_adapted"]
+        assert len(eps) == 2 and eps[0] != eps[1]
+        assert info["step_size"] == pytest.approx([np.median(eps)] * 2, rel=1e-6)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -169,6 +175,7 @@ def test_cli_nuts_fit_with_parallel_chains(csv_path, tmp_path, pooled):
     (["--parametrization", "centred=CL,XX"], "XX"),
     (["--stage1-parametrization", "centred"], "--pooled-metric"),
     (["--adaptive-centring"], "--pooled-metric"),
+    (["--shared-step-size"], "--pooled-metric"),
     (["--method", "nuts", "--pooled-metric", "--stage1-parametrization", "sideways"],
      "--stage1-parametrization"),
     (["--method", "nuts", "--pooled-metric", "--stage1-parametrization", "centred=XX"], "XX"),

@@ -207,3 +207,46 @@ def test_nuts_only_options_are_refused_for_other_methods(centred_pm, method):
                                           r"'subject' apply to method 'nuts' only"):
         fit_population_model(centred_pm, method, thin=2, pooled_metric=True,
                              adaptive_centring="subject", progress_bar=False)
+
+
+def test_shared_step_size_is_the_median_after_the_same_warmup(small_pm):
+    """Reference: the same run without sharing. Its warm-up is the shared run's (the step
+    sizes adapted are equal); the sampling stage then keeps the median of them in every chain
+    (the state after sampling still holds it: no adaptation after warm-up), and with --thin
+    makes *thin* transitions per kept draw (the iteration counter). Parallel chains: the
+    CLI test (test_inference_cli.py)."""
+    pm = small_pm
+    kw = dict(chains=3, warmup=40, seed=2, chain_method="sequential", pooled_metric=True)
+    _, plain = samplers.run_nuts(pm, pm.observed, samples=20, **kw)
+    mcmc, shared = samplers.run_nuts(pm, pm.observed, samples=10, thin=2,
+                                     shared_step_size=True, **kw)
+    assert "step_size_adapted" not in plain
+    np.testing.assert_allclose(shared["step_size_adapted"], plain["step_size"], rtol=1e-6)
+    assert len(set(plain["step_size"])) == 3            # the chains adapted different ones
+    np.testing.assert_allclose(shared["step_size"], [np.median(plain["step_size"])] * 3,
+                               rtol=1e-6)
+    assert np.shape(mcmc.get_samples(group_by_chain=True)["CL"])[:2] == (3, 10)
+    # stage 2 counts its own iterations: the rest of warm-up, then 10 draws x 2
+    w2 = 40 - shared["pooled_metric"]["warmup_stage1"]
+    np.testing.assert_array_equal(np.ravel(mcmc.last_state.i), [w2 + 10 * 2] * 3)
+    assert shared["pooled_metric"]["stage1_steps_total"] == \
+        plain["pooled_metric"]["stage1_steps_total"]
+
+def test_nuts_with_a_shared_step_size_recovers_typical_values(centred_pm):
+    res = fit_population_model(centred_pm, "nuts", chains=2, warmup=100, samples=150, seed=5,
+                               init="laplace", pooled_metric=True, shared_step_size=True,
+                               progress_bar=False, posterior_predictive=False, prior_draws=0)
+    eps = res.info["step_size"]
+    assert eps[0] == eps[1] == pytest.approx(np.median(res.info["step_size_adapted"]))
+    s = res.summary.set_index("parameter")
+    for name in ("CL", "V"):
+        assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name
+    assert s["r_hat"].max() < 1.05
+
+
+def test_shared_step_size_needs_the_pooled_metric(centred_pm):
+    with pytest.raises(OptionError, match="pooled_metric"):
+        fit_population_model(centred_pm, "nuts", chains=2, warmup=60, samples=5,
+                             shared_step_size=True, progress_bar=False)
+    with pytest.raises(OptionError, match="shared_step_size"):
+        fit_population_model(centred_pm, "map", shared_step_size=True)

@@ -82,6 +82,11 @@ def fit_command(
                           "or one per subject and parameter, 1 - v_i / T from the subject's "
                           "eta variance v_i and the total eta variance T (subject: subjects "
                           "whose data differ in how much they say)."),
+    shared_step_size: bool = typer.Option(
+        False, "--shared-step-size/--no-shared-step-size",
+        help="With --pooled-metric: after warm-up every chain samples with one step size, "
+             "the median of those the chains adapted (a chain that ended warm-up on a small "
+             "step size would otherwise take twice the others' leapfrog steps per draw)."),
     draws: int = typer.Option(1000, help="Draws of the focei / laplace / svi approximations."),
     pred_draws: int = typer.Option(200, help="Draws for the post hoc PRED/IPRED (0: all)."),
     prior_draws: int = typer.Option(300, help="Draws of the prior groups (0: none)."),
@@ -135,7 +140,8 @@ def fit_command(
     if thin != 1 and method != "nuts":
         raise OptionError(f"--thin applies to --method nuts only, not {method}.")
     for name, on in (("--stage1-parametrization", stage1_parametrization is not None),
-                     ("--adaptive-centring", adaptive_centring)):
+                     ("--adaptive-centring", adaptive_centring),
+                     ("--shared-step-size", shared_step_size)):
         if on and not (method == "nuts" and pooled_metric):
             raise OptionError(f"{name} needs --method nuts and --pooled-metric.")
     if centring_weights not in ("parameter", "subject"):
@@ -181,7 +187,7 @@ def fit_command(
                  adapt_mass_matrix=None if adapt_mass == "auto" else adapt_mass == "yes",
                  pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
                  adaptive_centring=centring_weights if adaptive_centring else False,
-                 thin=thin,
+                 thin=thin, shared_step_size=shared_step_size,
                  draws=draws, priors=priors, fix=fixed,
                  population=population or None, residual=res or None,
                  pred_draws=pred_draws or None, prior_draws=prior_draws,

@@ -342,7 +342,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         dense_mass: str | bool = "auto", init: str = "median",
         adapt_mass_matrix: bool | None = None, pooled_metric: bool = False,
         stage1_parametrization=None, adaptive_centring: bool | str = False, thin: int = 1,
-        chain_method: str | None = None, priors: Mapping[str, Any] | None = None,
+        shared_step_size: bool = False, chain_method: str | None = None,
+        priors: Mapping[str, Any] | None = None,
         fix: Mapping[str, float] | None = None, population: Mapping | None = None,
         residual: Mapping | None = None, covariates: Mapping | Sequence | None = None,
         solver_options: Mapping | None = None, draws: int = 1000, svi_steps: int = 3000,
@@ -407,6 +408,9 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         NUTS transitions per kept draw after warm-up (*samples* draws kept per chain from
         ``samples * thin`` iterations; divergences counted over all of them, other sampler
         statistics those of the kept transitions).
+    shared_step_size : bool
+        With *pooled_metric*: after warm-up all chains sample with one step size, the median
+        of those they adapted (see :func:`il2pkpd.inference.samplers.run_nuts`).
     chain_method : str, optional
         ``parallel``, ``sequential`` or ``vectorized`` (automatic when None).
     priors, fix, population, residual, covariates :
@@ -454,8 +458,8 @@ def fit(model, data, method: str = "nuts", *, chains: int = 4, warmup: int = 500
         samples=samples, seed=seed, target_accept=target_accept, max_tree_depth=max_tree_depth,
         dense_mass=dense_mass, init=init, adapt_mass_matrix=adapt_mass_matrix,
         pooled_metric=pooled_metric, stage1_parametrization=stage1_parametrization,
-        adaptive_centring=adaptive_centring, thin=thin, chain_method=chain_method,
-        draws=draws, svi_steps=svi_steps, progress_bar=progress_bar,
+        adaptive_centring=adaptive_centring, thin=thin, shared_step_size=shared_step_size,
+        chain_method=chain_method, draws=draws, svi_steps=svi_steps, progress_bar=progress_bar,
         posterior_predictive=posterior_predictive, t0=t0, pred_draws=pred_draws,
         prior_draws=prior_draws)
     if getattr(model_obj, "path", None) is not None:
@@ -472,7 +476,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                          adapt_mass_matrix: bool | None = None, laplace=None,
                          pooled_metric: bool = False, stage1_parametrization=None,
                          adaptive_centring: bool | str = False, thin: int = 1,
-                         chain_method: str | None = None, draws: int = 1000,
+                         shared_step_size: bool = False, chain_method: str | None = None,
+                         draws: int = 1000,
                          svi_steps: int = 3000, progress_bar: bool | str | None = None,
                          posterior_predictive: bool = True, t0: float | None = None,
                          pred_draws: int | None = 200, prior_draws: int = 300) -> FitResult:
@@ -485,7 +490,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
         bad = [f"{name}={value!r}" for name, value, default in (
             ("thin", thin, 1), ("pooled_metric", pooled_metric, False),
             ("stage1_parametrization", stage1_parametrization, None),
-            ("adaptive_centring", adaptive_centring, False)) if value != default]
+            ("adaptive_centring", adaptive_centring, False),
+            ("shared_step_size", shared_step_size, False)) if value != default]
         if bad:
             raise OptionError(f"{', '.join(bad)} apply to method 'nuts' only, not '{method}'.")
     progress_bar = progress_mode(progress_bar)
@@ -506,7 +512,8 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
                                is_ode=is_ode, map_result=mres,
                                adapt_mass_matrix=adapt_mass_matrix, laplace=laplace,
                                pooled_metric=pooled_metric, stage1_model=pm1,
-                               adaptive_centring=adaptive_centring, thin=thin)
+                               adaptive_centring=adaptive_centring, thin=thin,
+                               shared_step_size=shared_step_size)
         if ninfo["parametrization"] != pm.spec.parametrization_value():
             # adaptive centring: the draws are those of the parametrization it chose
             pm = reparametrized(pm, ninfo["parametrization"])

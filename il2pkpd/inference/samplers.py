@@ -981,7 +981,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
              adapt_mass_matrix: bool | None = None,
              laplace: LaplaceStart | None = None,
              pooled_metric: bool = False, stage1_model=None,
-             adaptive_centring: bool | str = False, thin: int = 1) -> tuple[MCMC, dict]:
+             adaptive_centring: bool | str = False, thin: int = 1,
+             shared_step_size: bool = False) -> tuple[MCMC, dict]:
     """Run NUTS.
 
     Parameters
@@ -1072,6 +1073,14 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         transitions since the previous kept draw (see :class:`_LoggedNUTS`). For a slowly
         mixing parameter whose ESS, not the wall time, limits R-hat (see
         benchmarks/bench_fit_iv2cmt.py).
+    shared_step_size : bool
+        With *pooled_metric* and several chains: after warm-up every chain samples with one
+        step size, the median of the step sizes the chains adapted (each adapts its own, as
+        usual, to the metric they share). Dual averaging ends on the geometry a chain saw
+        last, so one chain can end on a step size well below the others' and, through NUTS's
+        doubling trees, take twice their leapfrog steps per draw; with parallel chains that
+        chain sets the wall time. The chain statistic ``step_size`` then holds the shared
+        value; ``step_size_adapted`` each chain's own.
 
     Returns
     -------
@@ -1103,6 +1112,9 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
     if (stage1_model is not None or adaptive_centring) and not pooled_metric:
         raise OptionError("a stage-1 parametrization and adaptive centring need "
                           "pooled_metric (the pooled covariance carries stage 1 over).")
+    if shared_step_size and not pooled_metric:
+        raise OptionError("shared_step_size needs pooled_metric (chains share a step size "
+                          "only where they share the metric).")
     pm_final = pm
     if stage1_model is not None:
         pm = stage1_model           # until the end of stage 1
@@ -1214,8 +1226,19 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         warmup, key = warmup - w1, k2
     mcmc = MCMC(kernel, num_warmup=warmup, num_samples=samples, num_chains=chains,
                 chain_method=method, progress_bar=progress_bar)
-    mcmc.run(key, obs=obs, init_params=init_params,
-             extra_fields=("diverging", "energy", "num_steps"))
+    fields = ("diverging", "energy", "num_steps")
+    adapted = None
+    if shared_step_size and chains > 1:
+        # the same warm-up as mcmc.run(key) would make; then one step size for all chains
+        mcmc.warmup(key, obs=obs, init_params=init_params)
+        state = mcmc.post_warmup_state
+        eps = state.adapt_state.step_size
+        adapted = [float(v) for v in np.ravel(eps)]
+        mcmc.post_warmup_state = state._replace(adapt_state=state.adapt_state._replace(
+            step_size=jnp.full_like(eps, np.median(adapted))))
+        mcmc.run(jax.random.fold_in(key, 1), obs=obs, extra_fields=fields)
+    else:
+        mcmc.run(key, obs=obs, init_params=init_params, extra_fields=fields)
     jax.block_until_ready(mcmc.get_samples())
     out = {"chain_method": method, "seconds": time.perf_counter() - t0,
            "map_seconds": map_seconds, "thin": int(thin),
@@ -1230,6 +1253,8 @@ def run_nuts(pm, obs, *, chains: int = 4, warmup: int = 500, samples: int = 1000
         out["step_size"] = [float(v) for v in np.ravel(mcmc.last_state.adapt_state.step_size)]
     except AttributeError:
         pass
+    if adapted is not None:
+        out["step_size_adapted"] = adapted
     if init == "laplace":
         out["laplace"] = dict(lap.info)
     if progress is not None:
