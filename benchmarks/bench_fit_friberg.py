@@ -13,6 +13,9 @@ R-hat 1.007 and 1.009 in seeds 1 and 3, 1.015 in seed 2 and 1.034 in seed 4 (cha
 excursions into the absorption/distribution swap).
 With ``--thin 2`` R-hat was 1.002-1.009 in seeds 1-4, but the time then depends on the slowest
 chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on slower days).
+``--shared-step-size`` (every chain samples with the median of the adapted step sizes) took
+seed 2's thinned run from about 1,400 s to about 1,050 s at that pace, R-hat 1.003 (see
+"Shared step size" below).
 
 Defaults:
 
@@ -245,6 +248,23 @@ With the first estimate, more divergent transitions (39-62, 1.0-1.6% of draws, a
 with one weight per parameter): the larger step reaches further into the absorption/
 distribution swap described below (typical values swapped in 0.1-2.8% of a chain's draws
 against 0-0.6%).
+
+Shared step size (``--shared-step-size``, ``run_nuts(shared_step_size=True)``): the chains
+share the pooled metric, so after warm-up each samples with the median of the step sizes they
+adapted to it. Same command with ``--thin 2 --shared-step-size``, 2026-12-01, again on a slow
+day (benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_shared_seed*.json):
+
+    seed  wall     pace     at 2.65 ms  min bulk ESS  max R-hat  div.  adapted -> shared
+    2     1,791 s  4.51 ms  about 1,050 s  1,408      1.003      30    0.083, 0.041, 0.061, 0.078 -> 0.070
+    3     1,678 s  4.31 ms  about 1,030 s  1,166      1.002      26    0.069, 0.069, 0.053, 0.058 -> 0.063
+The warm-up is that of the unshared run (the adapted step sizes came out equal); every chain
+then took 63 leapfrog steps per draw (unshared seed 2: 127 in chain 2). An earlier prototype
+of one step size for all chains, on the centred model without adaptive centring, had mixed
+worse (234 divergences, R-hat 1.042; see the benchmark table in the README). With per-subject
+centring weights, seed 2's divergences stayed where they were (30 against 33) and the chains
+still visited the absorption/distribution swap (typical values swapped in 0.2-1.7% of a
+chain's draws, against 0.3-2.5% unshared): the larger step did not keep chain 2 out of it.
+Two seeds are too few to rule out a cost in divergences or mixing on other data.
 
 A smaller tree for the draws (``--max-tree-depth 10,6``: warm-up depth 10, sampling depth 6,
 ``run_nuts(max_tree_depth=(10, 6))``), since every draw stopped just past 63 steps: with
