@@ -671,7 +671,8 @@ def main() -> int:
               f"{1e3 * wall / steps.sum():.1f} ms per kept draw's step over the whole run "
               "(warm-up and thinned-out steps are not counted, so this overstates the pace, "
               "about --thin times over; compare runs by the stage-1 pace below)")
-        per_chain = ", ".join(f"{v:.0f}" for v in steps.mean(axis=1))
+        per_chain = ", ".join(f"{v:.0f}"
+                              for v in res["nuts"]["leapfrog_steps_mean_per_chain"])
         eps = fr.info.get("step_size") or []
         own = fr.info.get("step_size_adapted")
         print(f"step size per chain: {', '.join(f'{v:.3f}' for v in eps)}"

@@ -232,6 +232,7 @@ def test_shared_step_size_is_the_median_after_the_same_warmup(small_pm):
     assert shared["pooled_metric"]["stage1_steps_total"] == \
         plain["pooled_metric"]["stage1_steps_total"]
 
+
 def test_nuts_with_a_shared_step_size_recovers_typical_values(centred_pm):
     res = fit_population_model(centred_pm, "nuts", chains=2, warmup=100, samples=150, seed=5,
                                init="laplace", pooled_metric=True, shared_step_size=True,
