@@ -176,6 +176,13 @@ def test_chain_warnings_name_the_chain_that_differs():
     assert chain_warnings(post.isel(chain=[0]), ok, [0.08], None) == []
     assert chain_warnings(post, ok, np.array([0.08, 0.07, 0.09, 0.02]), None)[0].startswith(
         "chain 4 adapted")                          # arrays as well as lists
+    # --shared-step-size: the adapted values name the chain; no leapfrog comparison
+    shared = chain_warnings(post, ok, [0.08, 0.07, 0.09, 0.02], [64.0, 64.0, 64.0, 64.0],
+                            shared_step_size=0.075)
+    assert len(shared) == 1 and shared[0].startswith(
+        "chain 4 adapted a step size of 0.02 against 0.07-0.09 in the others (all chains "
+        "sampled with their median, 0.075)")
+    assert "leapfrog" not in shared[0]
 
 
 @pytest.mark.slow

@@ -272,6 +272,15 @@ def test_chain_table_follows_the_sample_stats(fit_dir, tmp_path, report_html):
     assert slow["status"].iloc[-1] == "warn"
     clean = (div[:-1] == 0) & (tab["status"].iloc[:-1] == "pass").to_numpy()
     assert (slow["status"].iloc[:-1][clean] == "pass").all()
+    assert "sampled with" not in slow
+    # --shared-step-size: the adapted step sizes flag the chain, the shared one is shown
+    meta["info"] = {"step_size": [0.4] * n_chain,
+                    "step_size_adapted": [0.5] * (n_chain - 1) + [0.1]}
+    (dst / "fit.json").write_text(json.dumps(meta))
+    shared = chain_table(load_fit_dir(dst))
+    assert shared["step size"].astype(float).tolist() == meta["info"]["step_size_adapted"]
+    assert shared["sampled with"].astype(float).tolist() == meta["info"]["step_size"]
+    assert shared["status"].iloc[-1] == "warn"
     # E-BFMI by its definition, and a stuck chain (constant energy: undefined E-BFMI) and
     # transitions at the maximum tree depth are flagged
     e = ss["energy"].values

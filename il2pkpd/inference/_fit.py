@@ -580,7 +580,11 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     if method == "nuts":
         steps = (np.asarray(dt["sample_stats"]["n_steps"]).mean(axis=1).tolist()
                  if "n_steps" in dt["sample_stats"] else None)
-        msgs += chain_warnings(post, summary, info.get("step_size"), steps)
+        adapted = info.get("step_size_adapted")      # --shared-step-size: each chain's own
+        msgs += chain_warnings(post, summary, adapted or info.get("step_size"), steps,
+                               shared_step_size=(np.ravel(info["step_size"])[0]
+                                                 if adapted and info.get("step_size")
+                                                 else None))
     if method == "map" and not info.get("converged", True):
         msgs.append(f"MAP optimisation stopped before convergence (gradient norm "
                     f"{info['grad_norm']:.2g} after {info['iterations']} iterations).")

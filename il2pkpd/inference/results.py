@@ -131,7 +131,8 @@ def step_size_outliers(step_size, n_chain: int) -> tuple[np.ndarray, np.ndarray]
 
 def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
                    step_size: list[float] | None = None,
-                   steps_per_draw: list[float] | None = None) -> list[str]:
+                   steps_per_draw: list[float] | None = None,
+                   shared_step_size: float | None = None) -> list[str]:
     """Warnings that name chains: which one differs where R-hat is high, and which one
     adapted a much smaller step size than the others (NUTS, two chains or more).
 
@@ -145,6 +146,11 @@ def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
         Each chain's adapted step size.
     steps_per_draw : list of float, optional
         Each chain's mean leapfrog steps per kept draw.
+    shared_step_size : float, optional
+        The step size every chain sampled with (``--shared-step-size``, the median of the
+        adapted ones); *step_size* then holds each chain's adapted value, and a chain whose
+        warm-up ended far below the others is still named, without the leapfrog comparison
+        (every chain takes the same steps).
 
     Returns
     -------
@@ -178,6 +184,12 @@ def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
         others = np.delete(eps, k)
         msg = (f"chain {k + 1} adapted a step size of {eps[k]:.3g} against "
                f"{others.min():.3g}-{others.max():.3g} in the others")
+        if shared_step_size is not None:
+            msgs.append(msg + f" (all chains sampled with their median, "
+                        f"{float(shared_step_size):.3g}): its warm-up ended in a harder "
+                        "region (a funnel, a tail or another mode); compare its trace with "
+                        "the others' (report.html).")
+            continue
         if n is not None and n.size == n_chain:
             rest = np.delete(n, k)
             msg += (f" and took {n[k]:.0f} leapfrog steps per draw ({rest.min():.0f}-"

@@ -161,8 +161,9 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     -------
     pandas.DataFrame or None
         One row per chain (numbered from 1): ``step size`` (the adapted one, from
-        ``fit.json``), ``leapfrog steps per draw`` (mean), ``divergences``, ``E-BFMI``,
-        ``at max tree depth`` and ``status``: ``warn`` for a chain with divergences, E-BFMI
+        ``fit.json``; with ``--shared-step-size`` also ``sampled with``, the shared median),
+        ``leapfrog steps per draw`` (mean), ``divergences``, ``E-BFMI``, ``at max tree
+        depth`` and ``status``: ``warn`` for a chain with divergences, E-BFMI
         below :data:`EBFMI_MIN` (or undefined), transitions at *max_tree_depth* or a step
         size flagged by :func:`il2pkpd.inference.results.step_size_outliers` (such a chain
         found a harder region, and parallel chains wait for it). None without sample stats or
@@ -177,7 +178,11 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     if n_chain < 2:
         return None
     info = fit.meta.get("info") if isinstance(fit.meta.get("info"), dict) else {}
-    outliers = step_size_outliers(info.get("step_size"), n_chain)
+    # --shared-step-size: flag by the step sizes the chains adapted, not the shared median
+    adapted = info.get("step_size_adapted")
+    outliers = step_size_outliers(adapted or info.get("step_size"), n_chain)
+    shared = (np.ravel(info["step_size"]) if adapted and info.get("step_size") is not None
+              else None)
     sat_all = _at_max_depth(ss, max_tree_depth)
     bfmi = None
     if "energy" in ss:
@@ -191,6 +196,8 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
         if outliers is not None:
             row["step size"] = f"{outliers[0][c]:.3g}"
             warn |= bool(outliers[1][c])
+            if shared is not None and shared.size == n_chain:
+                row["sampled with"] = f"{shared[c]:.3g}"
         if "n_steps" in ss:
             row["leapfrog steps per draw"] = f"{float(ss['n_steps'].values[c].mean()):.1f}"
         if "diverging" in ss:
