@@ -15,7 +15,11 @@ With ``--thin 2`` R-hat was 1.002-1.009 in seeds 1-4, but the time then depends 
 chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on slower days).
 ``--shared-step-size`` (every chain samples with the median of the adapted step sizes) took
 seed 2's thinned run from about 1,400 s to about 1,050 s at that pace, R-hat 1.003 (see
-"Shared step size" below).
+"Shared step size" below). Both goals in seeds 1-4 with all of them (``--pooled-metric yes
+--adaptive-centring --centring-weights subject --thin 2 --shared-step-size``): R-hat
+1.002-1.006, min bulk ESS 1,028-1,408, 728-859 s measured on a fast day (seeds 1, 4 and 2
+again), about 920-1,050 s at the normal pace. ``--thin 2`` runs 2,000 iterations per chain
+after warm-up and keeps 1,000: twice the goal's sampling work in the goal's time.
 
 Defaults:
 
@@ -257,6 +261,14 @@ day (benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_shar
     seed  wall     pace     at 2.65 ms  min bulk ESS  max R-hat  div.  adapted -> shared
     2     1,791 s  4.51 ms  about 1,050 s  1,408      1.003      30    0.083, 0.041, 0.061, 0.078 -> 0.070
     3     1,678 s  4.31 ms  about 1,030 s  1,166      1.002      26    0.069, 0.069, 0.053, 0.058 -> 0.063
+    1     728 s    1.99 ms  about 968 s    1,075      1.003      35    0.076, 0.064, 0.061, 0.072 -> 0.068
+    4     745 s    2.14 ms  about 921 s    1,307      1.004      24    0.068, 0.052, 0.068, 0.056 -> 0.062
+    2     859 s    2.33 ms  about 975 s    1,028      1.006      29    0.069, 0.074, 0.067, 0.070 -> 0.069
+The last three on 2026-12-02, a fast day (seed 2 again: ``..._seed2_rerun.json``, another
+machine, whose floating point took the Laplace start's L-BFGS 1,017 iterations instead of
+1,011, so its warm-up differs from the first seed-2 run's). R-hat at most 1.01 and the wall
+under 20 minutes at the normal pace in all four seeds; 63 leapfrog steps per draw in every
+chain of every run.
 The warm-up is that of the unshared run (the adapted step sizes came out equal); every chain
 then took 63 leapfrog steps per draw (unshared seed 2: 127 in chain 2). An earlier prototype
 of one step size for all chains, on the centred model without adaptive centring, had mixed
