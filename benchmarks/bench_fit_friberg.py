@@ -17,8 +17,9 @@ chain's step size: about 1,010-1,400 s at the unthinned runs' pace (measured on 
 seed 2's thinned run from about 1,400 s to about 1,050 s at that pace, R-hat 1.003 (see
 "Shared step size" below). Both goals in seeds 1-4 with all of them (``--pooled-metric yes
 --adaptive-centring --centring-weights subject --thin 2 --shared-step-size``): R-hat
-1.002-1.006, min bulk ESS 1,028-1,408, 728-859 s measured on a fast day (seeds 1, 4 and 2
-again), about 920-1,050 s at the normal pace. ``--thin 2`` runs 2,000 iterations per chain
+1.002-1.006 and min bulk ESS 1,028-1,408 over five runs (seed 2 twice), 728-859 s measured on
+a fast day (seeds 1, 4 and 2 again), about 920-1,050 s scaled to the normal pace (seeds 2 and
+3 measured 1,678-1,791 s on slow days). ``--thin 2`` runs 2,000 iterations per chain
 after warm-up and keeps 1,000: twice the goal's sampling work in the goal's time.
 
 Defaults:
@@ -264,11 +265,12 @@ day (benchmarks/reference/bench_fit_friberg_subject_weights_total_var_thin2_shar
     1     728 s    1.99 ms  about 968 s    1,075      1.003      35    0.076, 0.064, 0.061, 0.072 -> 0.068
     4     745 s    2.14 ms  about 921 s    1,307      1.004      24    0.068, 0.052, 0.068, 0.056 -> 0.062
     2     859 s    2.33 ms  about 975 s    1,028      1.006      29    0.069, 0.074, 0.067, 0.070 -> 0.069
-The last three on 2026-12-02, a fast day (seed 2 again: ``..._seed2_rerun.json``, another
-machine, whose floating point took the Laplace start's L-BFGS 1,017 iterations instead of
-1,011, so its warm-up differs from the first seed-2 run's). R-hat at most 1.01 and the wall
-under 20 minutes at the normal pace in all four seeds; 63 leapfrog steps per draw in every
-chain of every run.
+The last three on 2026-12-02, a fast day (seed 2 again: ``..._seed2_rerun.json``, on another
+machine; its Laplace start took 1,017 L-BFGS iterations instead of 1,011, so its warm-up
+differs from the first seed-2 run's; floating point differing between machines is the likely
+cause, not checked). R-hat at most 1.01 in all four seeds; the wall under 20 minutes in the
+three runs measured at or above the normal pace, and scaled to it for the two measured on slow
+days (1,678 and 1,791 s measured); 63 leapfrog steps per draw in every chain of every run.
 The warm-up is that of the unshared run (the adapted step sizes came out equal); every chain
 then took 63 leapfrog steps per draw (unshared seed 2: 127 in chain 2). An earlier prototype
 of one step size for all chains, on the centred model without adaptive centring, had mixed

@@ -233,12 +233,24 @@ def test_shared_step_size_is_the_median_after_the_same_warmup(small_pm):
         plain["pooled_metric"]["stage1_steps_total"]
 
 
-def test_nuts_with_a_shared_step_size_recovers_typical_values(centred_pm):
+def test_nuts_with_a_shared_step_size_recovers_typical_values(centred_pm, monkeypatch):
+    import il2pkpd.inference._fit as fit_module
+
+    seen = {}
+    real = fit_module.chain_warnings
+
+    def spy(post, summary, step_size=None, steps_per_draw=None, shared_step_size=None):
+        seen.update(step_size=step_size, shared=shared_step_size)
+        return real(post, summary, step_size, steps_per_draw, shared_step_size=shared_step_size)
+
+    monkeypatch.setattr(fit_module, "chain_warnings", spy)
     res = fit_population_model(centred_pm, "nuts", chains=2, warmup=100, samples=150, seed=5,
                                init="laplace", pooled_metric=True, shared_step_size=True,
                                progress_bar=False, posterior_predictive=False, prior_draws=0)
     eps = res.info["step_size"]
     assert eps[0] == eps[1] == pytest.approx(np.median(res.info["step_size_adapted"]))
+    # the chain warnings judge each chain by the step size it adapted, beside the shared one
+    assert seen == {"step_size": res.info["step_size_adapted"], "shared": eps[0]}
     s = res.summary.set_index("parameter")
     for name in ("CL", "V"):
         assert s.loc[name, "q5"] < TRUE[name] < s.loc[name, "q95"], name

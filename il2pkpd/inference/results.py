@@ -158,7 +158,8 @@ def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,
         The per-chain medians (chains numbered from 1) of the (at most three) parameters with
         the highest R-hat above :data:`RHAT_LIMIT`; and, for each chain whose step size is
         below :data:`STEP_SIZE_OUTLIER` times the median of the others', its step size and
-        leapfrog steps next to theirs.
+        leapfrog steps next to theirs (with *shared_step_size*: its adapted step size and the
+        shared one, no leapfrog comparison).
     """
     n_chain = int(posterior.sizes.get("chain", 1))
     if n_chain < 2:

@@ -184,10 +184,12 @@ def _convergence_section(s: Section, fit: FitData, figs: _Figures, depth: int) -
     s.table(dg.sampler_checks(fit, meta_depth), "Sampler diagnostics")
     chains = dg.chain_table(fit, meta_depth)
     if chains is not None:
-        s.table(chains, "Per chain: adapted step size, mean leapfrog steps per draw, "
-                "divergences, E-BFMI, transitions at the maximum tree depth (warn also for a "
-                "step size below a third of the other chains' median: that chain found a "
-                "harder region, and parallel chains wait for it)")
+        s.table(chains, "Per chain: adapted step size (with --shared-step-size also the "
+                "shared one every chain sampled with), mean leapfrog steps per draw, "
+                "divergences, E-BFMI, transitions at the maximum tree depth (warn also for an "
+                "adapted step size below a third of the other chains' median: that chain's "
+                "warm-up ended in a harder region; without a shared step size, parallel chains "
+                "wait for it)")
     names = _diag_vars(fit)
     if n_draws < 4:
         return
