@@ -16,6 +16,7 @@ from il2pkpd.errors import OptionError
 from il2pkpd.inference.model import PopulationModel, build_population_model
 from il2pkpd.inference.results import (
     FitResult,
+    chain_step_sizes,
     chain_warnings,
     diagnostics_warnings,
     individual_table,
@@ -580,11 +581,9 @@ def fit_population_model(pm: PopulationModel, method: str = "nuts", *, model_nam
     if method == "nuts":
         steps = (np.asarray(dt["sample_stats"]["n_steps"]).mean(axis=1).tolist()
                  if "n_steps" in dt["sample_stats"] else None)
-        adapted = info.get("step_size_adapted")      # --shared-step-size: each chain's own
-        msgs += chain_warnings(post, summary, adapted or info.get("step_size"), steps,
-                               shared_step_size=(np.ravel(info["step_size"])[0]
-                                                 if adapted and info.get("step_size")
-                                                 else None))
+        adapted, shared = chain_step_sizes(info)
+        msgs += chain_warnings(post, summary, adapted, steps, shared_step_size=(
+            None if shared is None else np.ravel(shared)[0]))
     if method == "map" and not info.get("converged", True):
         msgs.append(f"MAP optimisation stopped before convergence (gradient norm "
                     f"{info['grad_norm']:.2g} after {info['iterations']} iterations).")

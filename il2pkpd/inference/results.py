@@ -14,8 +14,8 @@ import xarray as xr
 from il2pkpd._io import atomic_path, atomic_write_text, mark_complete, mark_incomplete
 
 __all__ = ["FitResult", "summary_table", "individual_table", "diagnostics_warnings",
-           "chain_warnings", "step_size_outliers", "SUMMARY_COLUMNS", "RHAT_LIMIT", "ESS_MIN",
-           "STEP_SIZE_OUTLIER"]
+           "chain_warnings", "step_size_outliers", "chain_step_sizes", "SUMMARY_COLUMNS",
+           "RHAT_LIMIT", "ESS_MIN", "STEP_SIZE_OUTLIER"]
 
 SUMMARY_COLUMNS = ["parameter", "mean", "sd", "q5", "median", "q95", "ess_bulk", "ess_tail",
                    "r_hat"]
@@ -127,6 +127,14 @@ def step_size_outliers(step_size, n_chain: int) -> tuple[np.ndarray, np.ndarray]
     low = np.array([eps[k] < STEP_SIZE_OUTLIER * np.median(np.delete(eps, k))
                     for k in range(n_chain)])
     return eps, low
+
+
+def chain_step_sizes(info: dict) -> tuple[list[float] | None, list[float] | None]:
+    """Each chain's adapted step size and, with ``--shared-step-size``, the step sizes the
+    chains sampled with (None otherwise), from a NUTS run's ``info`` (``fit.json``)."""
+    adapted = info.get("step_size_adapted")
+    shared = info["step_size"] if adapted and info.get("step_size") is not None else None
+    return adapted or info.get("step_size"), shared
 
 
 def chain_warnings(posterior: xr.Dataset, summary: pd.DataFrame,

@@ -169,7 +169,7 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
         found a harder region, and parallel chains wait for it). None without sample stats or
         with one chain.
     """
-    from il2pkpd.inference.results import step_size_outliers
+    from il2pkpd.inference.results import chain_step_sizes, step_size_outliers
 
     if "sample_stats" not in fit.datatree.children:
         return None
@@ -178,11 +178,9 @@ def chain_table(fit: FitData, max_tree_depth: int = 10) -> pd.DataFrame | None:
     if n_chain < 2:
         return None
     info = fit.meta.get("info") if isinstance(fit.meta.get("info"), dict) else {}
-    # --shared-step-size: flag by the step sizes the chains adapted, not the shared median
-    adapted = info.get("step_size_adapted")
-    outliers = step_size_outliers(adapted or info.get("step_size"), n_chain)
-    shared = (np.ravel(info["step_size"]) if adapted and info.get("step_size") is not None
-              else None)
+    adapted, shared = chain_step_sizes(info)    # flag by the adapted ones, not the shared
+    outliers = step_size_outliers(adapted, n_chain)
+    shared = None if shared is None else np.ravel(shared)
     sat_all = _at_max_depth(ss, max_tree_depth)
     bfmi = None
     if "energy" in ss:
